@@ -1,0 +1,29 @@
+# Two commands on a fresh machine:  make train  |  make test
+# Both create .venv on first use and install the package (and its test extras) into it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: train test sample benchmark clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+train: $(STAMP)  ## the main job: the default MNIST experiment (ARGS="key=value ..." for overrides)
+	$(PY) train.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+sample: $(STAMP)  ## e.g. make sample ARGS="ckpt_path=outputs/.../last.ckpt task=temperature"
+	$(PY) sample.py $(ARGS)
+
+benchmark: $(STAMP)
+	$(PY) scripts/benchmark.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun wandb lightning_logs .pytest_cache

@@ -1,0 +1,91 @@
+"""Config validation: every bad value stops the run before any work, with ONE line naming the key,
+the value and what is allowed. train.py, evaluate.py and sample.py call ``validate_*`` first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from glow.flows.coupling import COUPLINGS, MASKS
+from glow.model import CONDITIONALS, PERMUTATIONS
+from glow.module import OPTIMIZERS
+
+PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+
+
+class ConfigError(ValueError):
+    """A bad config value; its message is one line."""
+
+
+def _fail(key: str, value, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _choice(cfg: DictConfig, key: str, allowed) -> None:
+    value = cfg.get(key.split(".")[-1])
+    if value not in allowed:
+        _fail(key, value, "use one of " + ", ".join("null" if a is None else str(a) for a in allowed))
+
+
+def _positive_int(key: str, value, allow_minus_one: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 1 or (allow_minus_one and value == -1))
+    if not ok:
+        _fail(key, value, "use a positive integer" + (" (or -1)" if allow_minus_one else ""))
+
+
+def _positive_number(key: str, value, nullable: bool = False) -> None:
+    if value is None and nullable:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        _fail(key, value, "use a positive number" + (" or null" if nullable else ""))
+
+
+def validate_model(model: DictConfig) -> None:
+    for key in ("levels", "steps", "hidden_channels", "spline_bins"):
+        _positive_int(f"model.{key}", model.get(key))
+    _choice(model, "model.coupling", COUPLINGS)
+    _choice(model, "model.permutation", PERMUTATIONS)
+    _choice(model, "model.mask", MASKS)
+    _choice(model, "model.conditional", CONDITIONALS)
+
+
+def validate_image_size(model: DictConfig, image_shape) -> None:
+    _, h, w = image_shape
+    factor = 2 ** model.levels
+    if h % factor or w % factor:
+        _fail("data.image_size", h if h == w else f"{h}x{w}",
+              f"with model.levels={model.levels} height and width must be divisible by 2^levels={factor}")
+
+
+def validate_n_bits(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
+        _fail("module.n_bits", value, "use an integer in 1..8")
+
+
+def validate_ckpt_path(value) -> None:
+    if value is not None and not Path(str(value)).is_file():
+        _fail("ckpt_path", value, "give the path of an existing checkpoint file, e.g. <run dir>/checkpoints/last.ckpt")
+
+
+def validate_train(cfg: DictConfig) -> None:
+    validate_model(cfg.model)
+    module = cfg.module
+    validate_n_bits(module.get("n_bits"))
+    _choice(module, "module.optimizer", tuple(OPTIMIZERS))
+    _positive_number("module.lr", module.get("lr"))
+    _positive_number("module.grad_clip_norm", module.get("grad_clip_norm"), nullable=True)
+    warmup = module.get("warmup_steps")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        _fail("module.warmup_steps", warmup, "use a non-negative integer")
+    ema = module.get("ema_decay")
+    if ema is not None and (isinstance(ema, bool) or not isinstance(ema, float) or not 0 < ema < 1):
+        _fail("module.ema_decay", ema, "use a number in (0, 1) or null")
+    _positive_int("module.init_batch_size", module.get("init_batch_size"))
+    _positive_int("data.batch_size", cfg.data.get("batch_size"))
+    _positive_int("trainer.max_steps", cfg.trainer.get("max_steps"), allow_minus_one=True)
+    precision = str(cfg.trainer.get("precision"))
+    if precision not in PRECISIONS:
+        _fail("trainer.precision", precision, "use one of " + ", ".join(PRECISIONS))
+    validate_ckpt_path(cfg.get("ckpt_path"))

@@ -1,0 +1,12 @@
+"""Invertible layers sharing one interface: forward/inverse(x, cond=None) -> (y, logdet[B])."""
+
+from glow.flows.actnorm import ActNorm, DiagonalScale
+from glow.flows.base import Flow, FlowSequence
+from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
+from glow.flows.coupling import Coupling
+from glow.flows.permute import Permutation, Reverse, Shuffle
+from glow.flows.split import Split
+from glow.flows.squeeze import Squeeze
+
+__all__ = ["ActNorm", "DiagonalScale", "Flow", "FlowSequence", "InvConv1x1", "InvConv1x1LU", "Coupling",
+           "Permutation", "Reverse", "Shuffle", "Split", "Squeeze"]

@@ -1,0 +1,87 @@
+"""Coupling layers: half of the input conditions an elementwise bijection of the other half.
+
+    y_a = x_a,    y_b = g(x_b; NN(x_a, cond))
+
+so the Jacobian is triangular and log|det| = sum log|g'(x_b)|. The elementwise maps:
+
+* ``additive`` (NICE):        g(x) = x + t                        log|g'| = 0
+* ``affine``   (Glow):        g(x) = (x + t) * sigmoid(h + 2)     log|g'| = log sigmoid(h + 2)
+  The sigmoid bounds the scale in (0, 1) and starts near 0.88: no exp blow-ups early in training.
+* ``spline``   (Durkan et al. 2019): a monotone rational-quadratic spline with linear tails.
+
+The split is by channels (first half conditions the second) or, as in RealNVP, by a spatial
+checkerboard whose parity alternates between steps. The network's last conv starts at zero, so
+every coupling starts as the identity (the spline's zero parameters give the identity map too).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from glow.flows.base import Flow, sum_except_batch
+from glow.flows.spline import rational_quadratic_spline
+from glow.nets import CouplingNet
+
+COUPLINGS = ("additive", "affine", "spline")
+MASKS = ("channel", "checkerboard")
+
+
+def checkerboard(height: int, width: int, parity: int, device=None, dtype=None) -> Tensor:
+    rows = torch.arange(height, device=device).view(-1, 1)
+    cols = torch.arange(width, device=device).view(1, -1)
+    return ((rows + cols + parity) % 2 == 0).to(dtype or torch.float32).view(1, 1, height, width)
+
+
+class Coupling(Flow):
+    def __init__(self, channels: int, hidden_channels: int, transform: str = "affine", mask: str = "channel",
+                 parity: int = 0, cond_channels: int = 0, spline_bins: int = 8, spline_tail_bound: float = 3.0):
+        super().__init__()
+        if transform not in COUPLINGS:
+            raise ValueError(f"coupling={transform!r} is not allowed: use one of {', '.join(COUPLINGS)}")
+        if mask not in MASKS:
+            raise ValueError(f"mask={mask!r} is not allowed: use one of {', '.join(MASKS)}")
+        if mask == "channel" and channels < 2:
+            raise ValueError(f"a channel coupling needs at least 2 channels, got {channels}")
+        self.transform, self.mask, self.parity = transform, mask, parity
+        self.bins, self.tail_bound = spline_bins, spline_tail_bound
+        self.params_per_dim = {"additive": 1, "affine": 2, "spline": 3 * spline_bins - 1}[transform]
+        self.split = channels // 2
+        transformed = channels - self.split if mask == "channel" else channels
+        conditioner = self.split if mask == "channel" else channels
+        self.net = CouplingNet(conditioner, transformed * self.params_per_dim, hidden_channels, cond_channels)
+
+    # -- the elementwise map g and its log-derivative ------------------------------------------
+    def _elementwise(self, xb: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        b, c, h, w = xb.shape
+        # params come from a network that may run under autocast; the map itself stays in xb's dtype
+        params = params.to(xb.dtype).view(b, c, self.params_per_dim, h, w)
+        if self.transform == "additive":
+            shift = params[:, :, 0]
+            return (xb - shift if inverse else xb + shift), torch.zeros_like(xb)
+        if self.transform == "affine":
+            shift, raw_scale = params[:, :, 0], params[:, :, 1]
+            log_scale = F.logsigmoid(raw_scale + 2.0)
+            if inverse:
+                return xb * torch.exp(-log_scale) - shift, -log_scale
+            return (xb + shift) * torch.exp(log_scale), log_scale
+        params = params.permute(0, 1, 3, 4, 2)  # [B, C, H, W, P]
+        k = self.bins
+        return rational_quadratic_spline(xb, params[..., :k], params[..., k:2 * k], params[..., 2 * k:],
+                                         inverse=inverse, tail_bound=self.tail_bound)
+
+    def _couple(self, x: Tensor, cond: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        if self.mask == "channel":
+            xa, xb = x[:, :self.split], x[:, self.split:]
+            yb, elem_logdet = self._elementwise(xb, self.net(xa, cond), inverse)
+            return torch.cat([xa, yb], dim=1), sum_except_batch(elem_logdet)
+        m = checkerboard(x.shape[-2], x.shape[-1], self.parity, x.device, x.dtype)
+        yb, elem_logdet = self._elementwise(x, self.net(x * m, cond), inverse)
+        return x * m + yb * (1 - m), sum_except_batch(elem_logdet * (1 - m))
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._couple(x, cond, inverse=False)
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._couple(y, cond, inverse=True)

@@ -1,0 +1,219 @@
+"""Glow (Kingma & Dhariwal 2018): the multi-scale flow, and its NICE / RealNVP presets.
+
+    x -> [squeeze -> K x (actnorm -> permutation -> coupling) -> split] x (L-1)
+      -> squeeze -> K x (actnorm -> permutation -> coupling) -> z_L
+
+Each split hands one latent z_i (with a learned conditional prior p(z_i | h_i)) to the latent list,
+finest first; the last level's output is z_L under the top prior. Hence
+
+    log p(x) = sum_i log p(z_i | h_i) + log p(z_L) + log|det dz/dx|.
+
+Conditioning (``conditional``): ``"class"`` passes integer labels to every prior (Glow's ycond);
+``"image"`` passes a masked image and its mask (c-Glow inpainting), encoded by a small CNN into
+features at each level's resolution that reach every coupling network and every prior.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from glow.flows.actnorm import ActNorm, DiagonalScale
+from glow.flows.base import Flow, FlowSequence, zeros_logdet
+from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
+from glow.flows.coupling import COUPLINGS, MASKS, Coupling
+from glow.flows.permute import Reverse, Shuffle
+from glow.flows.split import Split
+from glow.flows.squeeze import Squeeze
+from glow.nets import ConditionEncoder
+from glow.priors import TopPrior, gaussian_log_prob, gaussian_sample
+
+PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
+CONDITIONALS = (None, "class", "image")
+
+
+def _choice(name: str, value, allowed: Sequence) -> None:
+    if value not in allowed:
+        shown = ", ".join("null" if a is None else str(a) for a in allowed)
+        raise ValueError(f"model.{name}={value!r} is not allowed: use one of {shown}")
+
+
+def _positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"model.{name}={value!r} is not allowed: use a positive integer")
+
+
+def _permutation(kind: str, channels: int, seed: int) -> Flow:
+    return {"reverse": lambda: Reverse(channels), "shuffle": lambda: Shuffle(channels, seed),
+            "conv": lambda: InvConv1x1(channels), "conv_lu": lambda: InvConv1x1LU(channels)}[kind]()
+
+
+class Glow(nn.Module):
+    def __init__(self, image_shape: Sequence[int] = (3, 32, 32), levels: int = 3, steps: int = 32,
+                 hidden_channels: int = 512, coupling: str = "affine", permutation: str = "conv_lu",
+                 mask: str = "channel", actnorm: bool = True, learn_top: bool = True, final_scaling: bool = False,
+                 spline_bins: int = 8, spline_tail_bound: float = 3.0, conditional: str | None = None,
+                 num_classes: int = 10, cond_channels: int = 32, seed: int = 0):
+        super().__init__()
+        image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3:
+            raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
+        for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
+                            ("spline_bins", spline_bins)]:
+            _positive_int(name, value)
+        _choice("coupling", coupling, COUPLINGS)
+        _choice("permutation", permutation, PERMUTATIONS)
+        _choice("mask", mask, MASKS)
+        _choice("conditional", conditional, CONDITIONALS)
+        c, h, w = image_shape
+        if h % 2 ** levels or w % 2 ** levels:
+            raise ValueError(f"model.levels={levels} is not allowed for image size {h}x{w}: "
+                             f"height and width must be divisible by 2^levels={2 ** levels}")
+        if conditional == "class":
+            _positive_int("num_classes", num_classes)
+
+        self.image_shape = image_shape
+        self.num_dims = c * h * w
+        self.num_levels = levels
+        self.conditional = conditional
+        self.num_classes = num_classes if conditional == "class" else 0
+        classes = self.num_classes
+        self.encoder = ConditionEncoder(c + 1, levels, cond_channels) if conditional == "image" else None
+        feature_channels = cond_channels if conditional == "image" else 0
+
+        self.squeeze = Squeeze()
+        self.levels = nn.ModuleList()
+        self.splits = nn.ModuleList()
+        self.latent_shapes: list[tuple[int, int, int]] = []
+        channels = c
+        for level in range(levels):
+            channels, h, w = channels * 4, h // 2, w // 2
+            layers: list[Flow] = []
+            for step in range(steps):
+                if actnorm:
+                    layers.append(ActNorm(channels))
+                layers.append(_permutation(permutation, channels, seed=seed + 1000 * level + step))
+                layers.append(Coupling(channels, hidden_channels, coupling, mask, parity=step % 2,
+                                       cond_channels=feature_channels, spline_bins=spline_bins,
+                                       spline_tail_bound=spline_tail_bound))
+            if level == levels - 1:
+                if final_scaling:
+                    layers.append(DiagonalScale((channels, h, w)))
+                self.latent_shapes.append((channels, h, w))
+            else:
+                split = Split(channels, classes, feature_channels)
+                self.splits.append(split)
+                self.latent_shapes.append((split.factored, h, w))
+                channels = split.kept
+            self.levels.append(FlowSequence(layers))
+        self.top_prior = TopPrior((channels, h, w), learn_top, classes, feature_channels)
+
+    # -- conditioning -----------------------------------------------------------------------
+    @staticmethod
+    def make_condition(x: Tensor, mask: Tensor) -> Tensor:
+        """The inpainting condition: the observed image (missing pixels zeroed) and the mask (1 = missing)."""
+        mask = mask.to(x.dtype)
+        if mask.dim() == 3:
+            mask = mask.unsqueeze(1)
+        mask = mask[:, :1].expand(x.shape[0], 1, *x.shape[-2:])
+        return torch.cat([x * (1 - mask), mask], dim=1)
+
+    def _conditioning(self, cond: Tensor | None) -> tuple[list[Tensor | None], Tensor | None]:
+        """-> (per-level features for couplings and priors, labels for priors)."""
+        if self.conditional is None:
+            return [None] * self.num_levels, None
+        if cond is None:
+            raise ValueError(f"this Glow is conditional ({self.conditional}): pass cond")
+        if self.conditional == "class":
+            return [None] * self.num_levels, cond
+        return self.encoder(cond), None
+
+    # -- the flow ---------------------------------------------------------------------------
+    def _encode(self, x: Tensor, cond: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor]:
+        features, labels = self._conditioning(cond)
+        zs, logdet, log_prior = [], zeros_logdet(x), zeros_logdet(x)
+        h = x
+        for level, flow in enumerate(self.levels):
+            h, _ = self.squeeze(h)
+            h, step_logdet = flow(h, features[level])
+            logdet = logdet + step_logdet
+            if level < self.num_levels - 1:
+                split = self.splits[level]
+                h, z = split.split(h)
+                log_prior = log_prior + gaussian_log_prob(z, *split.prior.params(h, labels, features[level]))
+                zs.append(z)
+        zs.append(h)
+        log_prior = log_prior + gaussian_log_prob(h, *self.top_prior.params(h.shape[0], labels, features[-1]))
+        return zs, logdet, log_prior
+
+    def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+        """x -> (one latent per level, finest first; log|det d(zs)/dx| of shape [B])."""
+        zs, logdet, _ = self._encode(x, cond)
+        return zs, logdet
+
+    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Natural-log density of x, shape [B]."""
+        _, logdet, log_prior = self._encode(x, cond)
+        return log_prior + logdet
+
+    def _decode(self, top: Tensor, latent_for_split: Callable[[int, Tensor, Tensor | None], Tensor],
+                features: list[Tensor | None]) -> Tensor:
+        h = top
+        for level in reversed(range(self.num_levels)):
+            if level < self.num_levels - 1:
+                h = self.splits[level].merge(h, latent_for_split(level, h, features[level]))
+            h, _ = self.levels[level].inverse(h, features[level])
+            h, _ = self.squeeze.inverse(h)
+        return h
+
+    def decode(self, zs: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
+        """Exact inverse of ``encode``: every latent is used as given, none resampled."""
+        if len(zs) != self.num_levels:
+            raise ValueError(f"decode needs {self.num_levels} latents (one per level), got {len(zs)}")
+        features, _ = self._conditioning(cond)
+        return self._decode(zs[-1], lambda level, kept, feats: zs[level], features)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, cond: Tensor | None = None,
+               noise: Sequence[Tensor] | None = None) -> Tensor:
+        """n images at ``temperature`` (the std of every prior is multiplied by it).
+
+        ``noise`` optionally fixes the standard-normal draws, one tensor per latent shaped like
+        ``latent_shapes`` (finest first), e.g. to show the same sample at several temperatures.
+        """
+        if noise is None:
+            device = self.top_prior.anchor.device
+            noise = [torch.randn(n, *shape, device=device) for shape in self.latent_shapes]
+        features, labels = self._conditioning(cond)
+        top = gaussian_sample(*self.top_prior.params(n, labels, features[-1]), temperature, noise[-1])
+
+        def split_latent(level: int, kept: Tensor, feats: Tensor | None) -> Tensor:
+            return gaussian_sample(*self.splits[level].prior.params(kept, labels, feats), temperature, noise[level])
+
+        return self._decode(top, split_latent, features)
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor, cond: Tensor | None = None) -> bool:
+        """Data-dependent ActNorm init on an init batch; a no-op once done. Returns whether it ran.
+
+        Runs outside autocast. Under torch.distributed each ActNorm all-reduces its statistics, so every
+        rank must call this with its own batch, and all end with identical parameters.
+        """
+        actnorms = [m for m in self.modules() if isinstance(m, ActNorm)]
+        if all(bool(a.initialized) for a in actnorms):
+            return False
+        for a in actnorms:
+            a.init_pending = True
+        try:
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                self.log_prob(x.float() if x.dtype != torch.float64 else x, cond)
+        finally:
+            for a in actnorms:
+                a.init_pending = False
+        return True
+
+    @property
+    def is_initialized(self) -> bool:
+        return all(bool(m.initialized) for m in self.modules() if isinstance(m, ActNorm))

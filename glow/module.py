@@ -1,0 +1,179 @@
+"""The LightningModule: bits/dim loss, data-dependent init, optimiser + warmup, EMA, non-finite guard.
+
+The model's kwargs are saved as plain hyper-parameters, so any checkpoint rebuilds its Glow with
+``glow.sampling.load`` and loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MeanMetric, SumMetric
+
+from glow.masks import MaskSampler
+from glow.model import Glow
+from glow.quantize import bits_per_dim, check_n_bits, preprocess
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}
+
+
+class GlowModule(L.LightningModule):
+    def __init__(self, model_config: dict[str, Any], n_bits: int = 8, optimizer: str = "adamax", lr: float = 1e-3,
+                 weight_decay: float = 0.0, warmup_steps: int = 500, grad_clip_norm: float | None = 50.0,
+                 ema_decay: float | None = None, init_batch_size: int = 256, masks: dict | None = None,
+                 classifier_weight: float = 0.0):
+        super().__init__()
+        check_n_bits(n_bits)
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"module.optimizer={optimizer!r} is not allowed: use one of {', '.join(OPTIMIZERS)}")
+        self.save_hyperparameters()
+        self.model = Glow(**model_config)
+        self.n_bits = n_bits
+        self.num_dims = self.model.num_dims
+        self.mask_sampler = MaskSampler(**(masks or {})) if self.model.conditional == "image" else None
+        self.ema = None
+        if ema_decay:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
+            self.ema.requires_grad_(False)  # DDP must not wait for gradients of the average
+        self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long))
+        self._skip_this_step = False
+        self.val_bpd, self.test_bpd = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
+        self.val_hole_bpd, self.test_hole_bpd = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
+        self.val_nonfinite, self.test_nonfinite = SumMetric(nan_strategy="disable"), SumMetric(nan_strategy="disable")
+
+    # -- what evaluation and sampling use ---------------------------------------------------
+    @property
+    def eval_model(self) -> Glow:
+        """The EMA weights when EMA is on, else the live weights."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def condition(self, images: Tensor, labels: Tensor, model: Glow | None = None):
+        """What the model is conditioned on: labels, or (masked image, mask). Returns (cond, mask).
+
+        The inpainting condition holds the observed pixels at their bin centres, never the
+        dequantised values being modelled: otherwise the flow could copy the noise and put unbounded
+        density on the observed pixels.
+        """
+        model = model or self.model
+        if model.conditional == "class":
+            return labels, None
+        if model.conditional == "image":
+            mask = self.mask_sampler(images.shape[0], images.shape[-2:], device=images.device)
+            observed = preprocess(images, self.n_bits, dequantize=False)
+            return Glow.make_condition(observed, mask), mask
+        return None, None
+
+    def bpd(self, batch, model: Glow) -> tuple[Tensor, Tensor | None]:
+        """Per-sample bits/dim of the dequantised images, and the inpainting mask (or None)."""
+        images, labels = batch
+        x = preprocess(images, self.n_bits)
+        cond, mask = self.condition(images, labels, model)
+        return bits_per_dim(model.log_prob(x, cond), self.num_dims, self.n_bits), mask
+
+    # -- data-dependent init ----------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """ActNorm init: once, before the first step, outside autocast, identical on every rank.
+
+        On resume the ``initialized`` buffers come back from the checkpoint and this is a no-op.
+        """
+        if self.model.is_initialized:
+            return
+        images, labels = self._init_batch()
+        images, labels = images.to(self.device), labels.to(self.device)
+        x = preprocess(images, self.n_bits)
+        cond, _ = self.condition(images, labels)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            self.model.initialize(x, cond)
+        if self.ema is not None:  # the average starts from the initialised weights
+            self.ema.module.load_state_dict(self.model.state_dict())
+
+    def _init_batch(self) -> tuple[Tensor, Tensor]:
+        images, labels, count = [], [], 0
+        for x, y in self.trainer.datamodule.train_dataloader():
+            images.append(x)
+            labels.append(y)
+            count += x.shape[0]
+            if count >= self.hparams.init_batch_size:
+                break
+        n = self.hparams.init_batch_size
+        return torch.cat(images)[:n], torch.cat(labels)[:n]
+
+    # -- training ---------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        bpd, _ = self.bpd(batch, self.model)
+        loss = bpd.mean().float()
+        if torch.isfinite(loss):  # a NaN is counted below, never averaged into the logged curve
+            self.log("train/bpd", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Non-finite guard. Gradients are all-reduced (and unscaled) by now, so every rank decides alike.
+
+        Setting the gradients to None makes the optimiser skip every parameter: no weight, moment or
+        step-count update. A plain zero gradient would still move Adam's moments.
+        """
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+        self._skip_this_step = not finite
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_steps += 1
+            self.print(f"step {self.global_step}: non-finite loss or gradients, step skipped "
+                       f"({int(self.nonfinite_steps)} so far)")
+        self.log("train/nonfinite_steps", self.nonfinite_steps.float(), on_step=True, on_epoch=False)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None and not self._skip_this_step:
+            self.ema.update_parameters(self.model)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = OPTIMIZERS[hp.optimizer](self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        warmup = max(1, hp.warmup_steps)
+        # linear warmup from lr/warmup to lr, then constant (Glow); the position is checkpointed
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        if self._skip_this_step or not self.hparams.grad_clip_norm:
+            return
+        self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip_norm, gradient_clip_algorithm="norm")
+
+    # -- evaluation -------------------------------------------------------------------------
+    def _eval_step(self, batch, bpd_metric, hole_metric, nonfinite_metric) -> None:
+        bpd, mask = self.bpd(batch, self.eval_model)
+        bpd_metric.update(bpd.float())
+        nonfinite_metric.update((~torch.isfinite(bpd)).sum().float())
+        if mask is not None:
+            # Bits per missing dimension: all of -log2 p(x | x_obs) charged to the hole. The observed
+            # pixels are given (at bin resolution) by the condition, so a good model spends ~0 bits
+            # on them and this upper bound becomes tight.
+            missing_dims = (mask.flatten(1).sum(1) * batch[0].shape[1]).clamp_min(1)
+            hole_metric.update((bpd * self.num_dims / missing_dims).float())
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_bpd, self.val_hole_bpd, self.val_nonfinite)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_bpd, self.test_hole_bpd, self.test_nonfinite)
+
+    def _log_eval(self, stage: str, bpd_metric, hole_metric, nonfinite_metric) -> None:
+        # torchmetrics syncs sums and counts across ranks; the shards do not overlap, so each
+        # image counts exactly once
+        self.log(f"{stage}/bpd", bpd_metric.compute(), prog_bar=True, sync_dist=False)
+        self.log(f"{stage}/nonfinite", nonfinite_metric.compute(), sync_dist=False)
+        if self.model.conditional == "image" and hole_metric.update_count:
+            self.log(f"{stage}/hole_bpd", hole_metric.compute(), sync_dist=False)
+        for metric in (bpd_metric, hole_metric, nonfinite_metric):
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val", self.val_bpd, self.val_hole_bpd, self.val_nonfinite)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_bpd, self.test_hole_bpd, self.test_nonfinite)

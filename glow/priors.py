@@ -1,0 +1,97 @@
+"""Gaussian priors on the latents, all evaluated in float32 (or float64) even under autocast.
+
+* ``TopPrior``: a diagonal Gaussian on the last level's latent. Its mean and log-std are a learned
+  tensor (Glow's ``learntop``), optionally plus a linear function of a one-hot class label (Glow's
+  ``ycond``) or a zero-init conv of condition features. Without any of those it is N(0, I).
+* ``SplitPrior``: the conditional Gaussian p(z_i | h_i) on the half factored out at a split, whose
+  mean and log-std come from a zero-init conv on the kept half (plus the same optional conditioning).
+
+Every learned part starts at zero, i.e. at N(0, I). Sampling at temperature T scales the std by T.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from glow.flows.base import full_precision, logdet_dtype, sum_except_batch
+from glow.nets import ZeroConv2d, resize_like
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_log_prob(z: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """Per-sample sum of log N(z; mean, exp(log_std)^2), in at least float32."""
+    dtype = logdet_dtype(z)
+    z, mean, log_std = z.to(dtype), mean.to(dtype), log_std.to(dtype)
+    return sum_except_batch(-0.5 * (LOG_2PI + 2 * log_std + ((z - mean) * torch.exp(-log_std)) ** 2))
+
+
+def gaussian_sample(mean: Tensor, log_std: Tensor, temperature: float, noise: Tensor | None = None) -> Tensor:
+    if noise is None:
+        noise = torch.randn_like(mean)
+    return mean + temperature * torch.exp(log_std) * noise.to(mean.dtype)
+
+
+class _ConditionalGaussian(nn.Module):
+    """Shared conditioning: a class embedding and/or a conv on condition features, added to (mean, log_std)."""
+
+    def __init__(self, channels: int, num_classes: int = 0, cond_channels: int = 0):
+        super().__init__()
+        self.channels = channels
+        self.class_embedding = nn.Linear(num_classes, 2 * channels) if num_classes else None
+        if self.class_embedding is not None:
+            nn.init.zeros_(self.class_embedding.weight)
+            nn.init.zeros_(self.class_embedding.bias)
+        self.feature_conv = ZeroConv2d(cond_channels, 2 * channels) if cond_channels else None
+
+    def _add_conditioning(self, h: Tensor, labels: Tensor | None, features: Tensor | None) -> Tensor:
+        if self.class_embedding is not None:
+            if labels is None:
+                raise ValueError("this prior is class-conditional: pass the labels as cond")
+            one_hot = F.one_hot(labels.long(), self.class_embedding.in_features).to(h.dtype)
+            h = h + self.class_embedding(one_hot)[:, :, None, None]
+        if self.feature_conv is not None:
+            if features is None:
+                raise ValueError("this prior is image-conditional: pass the condition as cond")
+            h = h + self.feature_conv(resize_like(features, h).to(h.dtype))
+        return h
+
+    @staticmethod
+    def _mean_log_std(h: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = h.chunk(2, dim=1)
+        return mean, log_std
+
+
+class TopPrior(_ConditionalGaussian):
+    def __init__(self, shape: tuple[int, int, int], learn: bool = True, num_classes: int = 0, cond_channels: int = 0):
+        super().__init__(shape[0], num_classes, cond_channels)
+        self.shape = tuple(shape)
+        self.learned = nn.Parameter(torch.zeros(1, 2 * shape[0], *shape[1:])) if learn else None
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)
+
+    def params(self, batch: int, labels: Tensor | None = None, features: Tensor | None = None
+               ) -> tuple[Tensor, Tensor]:
+        anchor = self.anchor  # follows the module's device and dtype (float64 in the exactness tests)
+        with full_precision(anchor):
+            h = anchor.new_zeros(batch, 2 * self.channels, *self.shape[1:], dtype=logdet_dtype(anchor))
+            if self.learned is not None:
+                h = h + self.learned.to(h.dtype)
+            h = self._add_conditioning(h, labels, features)
+        return self._mean_log_std(h)
+
+
+class SplitPrior(_ConditionalGaussian):
+    def __init__(self, kept_channels: int, factored_channels: int, num_classes: int = 0, cond_channels: int = 0):
+        super().__init__(factored_channels, num_classes, cond_channels)
+        self.conv = ZeroConv2d(kept_channels, 2 * factored_channels)
+
+    def params(self, kept: Tensor, labels: Tensor | None = None, features: Tensor | None = None
+               ) -> tuple[Tensor, Tensor]:
+        with full_precision(kept):
+            kept = kept.to(logdet_dtype(kept))
+            h = self._add_conditioning(self.conv(kept), labels, features)
+        return self._mean_log_std(h)

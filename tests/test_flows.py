@@ -1,0 +1,152 @@
+"""Every flow layer: exact inverse, log-determinant equal to the autograd Jacobian's, cancelling logdets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glow.flows import (ActNorm, Coupling, DiagonalScale, InvConv1x1, InvConv1x1LU, Reverse, Shuffle,
+                        Squeeze)
+from glow.flows.coupling import checkerboard
+from tests.helpers import jacobian_logdet, perturb
+
+C, H, W = 4, 4, 4
+
+
+def make_layers():
+    yield "actnorm", lambda: ActNorm(C)
+    yield "diagonal_scale", lambda: DiagonalScale((C, H, W))
+    yield "conv", lambda: InvConv1x1(C)
+    yield "conv_lu", lambda: InvConv1x1LU(C)
+    yield "reverse", lambda: Reverse(C)
+    yield "shuffle", lambda: Shuffle(C, seed=3)
+    yield "squeeze", lambda: Squeeze()
+    for transform in ("additive", "affine", "spline"):
+        for mask in ("channel", "checkerboard"):
+            for parity in (0, 1):
+                yield f"{transform}-{mask}-{parity}", (
+                    lambda t=transform, m=mask, p=parity: Coupling(C, 16, t, m, parity=p, spline_bins=5))
+    yield "affine-conditional", lambda: Coupling(C, 16, "affine", cond_channels=3)
+    yield "spline-conditional", lambda: Coupling(C, 16, "spline", "checkerboard", cond_channels=3)
+
+
+LAYERS = dict(make_layers())
+
+
+def cond_for(layer, x):
+    net = getattr(layer, "net", None)
+    if net is not None and net.cond_channels:
+        return torch.randn(x.shape[0], net.cond_channels, *x.shape[-2:], dtype=x.dtype,
+                           generator=torch.Generator().manual_seed(7))
+    return None
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_round_trip_float64(name):
+    layer = perturb(LAYERS[name](), scale=0.1).double()
+    x = torch.randn(5, C, H, W, dtype=torch.float64) * 1.5
+    cond = cond_for(layer, x)
+    y, ld_fwd = layer(x, cond)
+    x_rec, ld_inv = layer.inverse(y, cond)
+    assert ld_fwd.shape == (5,) and ld_fwd.dtype == torch.float64
+    assert y.shape != x.shape or (y - x).abs().max() > 1e-2, "the layer is still the identity: nothing tested"
+    assert (x_rec - x).abs().max() <= 1e-10
+    assert (ld_fwd + ld_inv).abs().max() <= 1e-10
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_round_trip_float32(name):
+    layer = perturb(LAYERS[name](), scale=0.1)
+    x = torch.randn(5, C, H, W)
+    cond = cond_for(layer, x)
+    y, ld_fwd = layer(x, cond)
+    x_rec, _ = layer.inverse(y, cond)
+    assert ld_fwd.dtype == torch.float32
+    assert (x_rec - x).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_logdet_matches_autograd_jacobian(name):
+    layer = perturb(LAYERS[name](), scale=0.1).double()
+    x = torch.randn(2, C, H, W, dtype=torch.float64)
+    cond = cond_for(layer, x)
+    expected = jacobian_logdet(lambda v: layer(v, None if cond is None else cond[:1])[0], x[:1])
+    _, logdet = layer(x[:1], None if cond is None else cond[:1])
+    assert torch.allclose(logdet, expected, atol=1e-8, rtol=0)
+    expected_inv = jacobian_logdet(lambda v: layer.inverse(v, None if cond is None else cond[:1])[0], x[:1])
+    _, logdet_inv = layer.inverse(x[:1], None if cond is None else cond[:1])
+    assert torch.allclose(logdet_inv, expected_inv, atol=1e-8, rtol=0)
+
+
+def test_couplings_start_as_identity():
+    for transform in ("additive", "spline"):
+        layer = Coupling(C, 16, transform)
+        x = torch.randn(3, C, H, W)
+        y, logdet = layer(x)
+        assert torch.allclose(y, x, atol=1e-6) and logdet.abs().max() < 1e-5
+
+
+def test_coupling_leaves_conditioning_half_untouched():
+    layer = perturb(Coupling(C, 16, "affine", "checkerboard", parity=1), 0.5)
+    x = torch.randn(2, C, H, W)
+    y, _ = layer(x)
+    m = checkerboard(H, W, 1)
+    assert torch.equal(y * m, x * m) and not torch.allclose(y, x)
+
+
+def test_spline_coupling_monotone_beyond_tail_bound():
+    layer = perturb(Coupling(2, 16, "spline", spline_bins=6, spline_tail_bound=2.0), 0.5).double()
+    grid = torch.linspace(-6, 6, 801, dtype=torch.float64)
+    x = torch.zeros(801, 2, 1, 1, dtype=torch.float64)
+    x[:, 1, 0, 0] = grid  # transformed channel; channel 0 (the conditioner) fixed
+    y, _ = layer(x)
+    assert (y[1:, 1, 0, 0] - y[:-1, 1, 0, 0]).min() > 0
+    x_rec, _ = layer.inverse(y)
+    assert (x_rec - x).abs().max() < 1e-10
+
+
+def test_actnorm_data_dependent_init_and_persistent_flag():
+    layer = ActNorm(C)
+    x = torch.randn(64, C, H, W) * torch.tensor([0.1, 2.0, 5.0, 1.0]).view(1, C, 1, 1) + 3.0
+    layer.init_pending = True
+    y, _ = layer(x)
+    layer.init_pending = False
+    assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-3
+    assert (y.std(dim=(0, 2, 3), unbiased=False) - 1).abs().max() < 1e-2
+    assert "initialized" in layer.state_dict() and bool(layer.state_dict()["initialized"])
+    # a fresh layer that loads the state does not re-initialise on new data
+    fresh = ActNorm(C)
+    fresh.load_state_dict(layer.state_dict())
+    fresh.init_pending = True
+    fresh(torch.randn(8, C, H, W) * 100)
+    assert torch.equal(fresh.loc, layer.loc) and torch.equal(fresh.log_scale, layer.log_scale)
+
+
+def test_actnorm_without_explicit_init_does_not_initialise():
+    layer = ActNorm(C)
+    layer(torch.randn(8, C, H, W) * 10 + 4)
+    assert not bool(layer.initialized) and layer.loc.abs().max() == 0
+
+
+def test_actnorm_zero_variance_channel_is_finite():
+    layer = ActNorm(2)
+    x = torch.randn(16, 2, 3, 3)
+    x[:, 1] = 0.25
+    layer.init_pending = True
+    y, logdet = layer(x)
+    assert torch.isfinite(y).all() and torch.isfinite(logdet).all()
+    assert torch.isfinite(layer.inverse(y)[0]).all()
+
+
+def test_conv1x1_starts_as_rotation():
+    for layer in (InvConv1x1(6), InvConv1x1LU(6)):
+        w = layer.weight()
+        assert torch.allclose(w @ w.T, torch.eye(6, dtype=w.dtype), atol=1e-6)
+        assert abs(layer.log_abs_det()) < 1e-6
+
+
+def test_lu_structure_is_kept():
+    layer = perturb(InvConv1x1LU(5), 0.5)
+    p, lower, upper = torch.linalg.lu(layer.weight())
+    assert torch.allclose(torch.diagonal(lower), torch.ones(5, dtype=lower.dtype))
+    assert torch.allclose(torch.linalg.slogdet(layer.weight())[1], layer.log_s.double().sum(), atol=1e-10)
