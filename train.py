@@ -17,17 +17,23 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from glow.config import ConfigError, validate_image_size, validate_train
 
 log = logging.getLogger("train")
+
+# Our train sampler resumes mid-epoch from the restored global step (glow.data.ResumableSampler),
+# so Lightning's generic warning about non-resumable loaders does not apply.
+warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 
 
 def build(cfg: DictConfig):
@@ -50,13 +56,29 @@ def build(cfg: DictConfig):
     return datamodule, module, trainer
 
 
+def config_error_line(err: BaseException) -> str | None:
+    """The one-line message of a bad config value, also when hydra.instantiate wrapped it."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    if isinstance(err, (ConfigError, ValueError, FileNotFoundError)):
+        return str(err).strip().splitlines()[0]
+    return None
+
+
+def build_or_exit(cfg: DictConfig):
+    try:
+        return build(cfg)
+    except Exception as err:  # a bad config value: one line, before any work, exit code 2
+        line = config_error_line(err)
+        if line is None:
+            raise
+        print(f"config error: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
-    try:
-        datamodule, module, trainer = build(cfg)
-    except (ConfigError, ValueError) as err:  # a bad config value: one line, before any work
-        print(f"config error: {str(err).splitlines()[0]}", file=sys.stderr)
-        raise SystemExit(2) from None
+    datamodule, module, trainer = build_or_exit(cfg)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
 
@@ -69,6 +91,7 @@ def run(cfg: DictConfig) -> dict:
         metrics = trainer.test(module, datamodule=datamodule, verbose=False)
         results["test_bpd"] = metrics[0]["test/bpd"]
         results["test_nonfinite"] = int(metrics[0]["test/nonfinite"])
+        results["test_images"] = int(metrics[0]["test/images"])
         if "test/hole_bpd" in metrics[0]:
             results["test_hole_bpd"] = metrics[0]["test/hole_bpd"]
     checkpoint = trainer.checkpoint_callback

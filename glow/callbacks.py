@@ -45,11 +45,8 @@ class SampleGrid(L.Callback):
             grids = {}
             generator = torch.Generator(device="cpu").manual_seed(self.seed)
             if model.conditional != "image":  # an inpainting model needs a masked image to sample from
-                try:
-                    grids["samples"] = sampling.temperature_grid(model, self.temperatures, self.n,
-                                                                 generator=generator, labels=self._labels(model))
-                except sampling.NonFiniteSampleError as err:  # reported, never written silently
-                    rank_zero_warn(f"step {trainer.global_step}: {err}; sample grid not written")
+                grids["samples"] = sampling.temperature_grid(model, self.temperatures, self.n, generator=generator,
+                                                             labels=self._labels(model), allow_nonfinite=True)
             if batch is None:
                 batch = next(iter(trainer.datamodule.val_dataloader()))
             images, labels = batch[0][:8].to(module.device), batch[1][:8].to(module.device)
@@ -60,9 +57,10 @@ class SampleGrid(L.Callback):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for name, grid in grids.items():
             nrow = self.n if name == "samples" else grid.shape[0] // 2
-            if not torch.isfinite(grid).all():
-                rank_zero_warn(f"step {trainer.global_step}: the {name} grid has non-finite values; not written")
-                continue
+            grid, bad = sampling.blank_nonfinite(grid)
+            if bad:  # reported, and the images left blank (grey) rather than silently clipped
+                rank_zero_warn(f"step {trainer.global_step}: {bad} of {grid.shape[0]} {name} are non-finite "
+                               "(NaN or inf); they are left grey in the grid")
             path = self.output_dir / f"{name}_step{trainer.global_step:07d}.png"
             sampling.save_grid(grid, path, n_bits=module.n_bits, nrow=nrow)
             if isinstance(trainer.logger, WandbLogger):

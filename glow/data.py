@@ -46,7 +46,8 @@ NAMES = ("mnist", "fashion_mnist", "cifar10", "svhn", "celeba", "imagefolder", "
 RESIZE_MODES = ("pad", "resize", "center_crop")
 TARGETS = ("class", "attr")
 IN_MEMORY = frozenset({"mnist", "fashion_mnist", "cifar10", "svhn", "digits"})
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp",
+                              ".tif", ".tiff", ".ppm", ".pgm"})
 # PIL modes decoded as one gray channel; every other mode becomes RGB.
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -330,6 +331,35 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.num_items, self.world_size))
 
 
+class ResumableSampler(DistributedSampler):
+    """Shuffled, drop-last shards (as DistributedSampler) that can start part-way through an epoch.
+
+    ``resume_at(epoch, batches_done)`` skips the batches of that epoch already trained on before a
+    checkpoint; later epochs are whole. The length stays the full epoch's, so Lightning's epoch
+    accounting is unchanged: the resumed epoch just ends when the iterator does.
+    """
+
+    def __init__(self, dataset: Sized, world_size: int, rank: int, seed: int, batch_size: int):
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.batch_size = batch_size
+        self.resume_epoch: int | None = None
+        self.resume_batches = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return max(1, self.num_samples // self.batch_size)
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        self.resume_epoch, self.resume_batches = epoch, batches_done
+        self.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        if self.epoch == self.resume_epoch:
+            indices = indices[self.resume_batches * self.batch_size:]
+        return iter(indices)
+
+
 @contextlib.contextmanager
 def _network_timeout(seconds: float):
     """Bound every socket operation: torchvision's downloads set no timeout, so on a network that
@@ -342,9 +372,11 @@ def _network_timeout(seconds: float):
         socket.setdefaulttimeout(previous)
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    """An exception as one short line (torchvision's download errors span several)."""
+    text = " ".join(str(err).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}"
 
 
 # ----------------------------------------------------------------------------- module
@@ -479,7 +511,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def _check_size(self) -> None:
         """Padding can only grow an image and cropping only shrink it: check against the native size."""
-        if self.image_size is None or self.name == "imagefolder":  # folders may mix sizes: per item
+        # An image folder's native shape is its first image's; the others are checked per item.
+        if self.image_size is None:
             return
         _, h, w = self._spec.shape
         s = self.image_size
@@ -529,7 +562,7 @@ class ImageDataModule(L.LightningDataModule):
                     self._torchvision_dataset(train, download=True)
         # urllib, HTTP, checksum and extraction errors all mean "not available": catch them all.
         except Exception as err:
-            self._download_error = _first_line(err)
+            self._download_error = _one_line(err)
             if not (self.name == "mnist" and self.fallback):
                 raise RuntimeError(f"could not download {self.name} into {self.root}: "
                                    f"{self._download_error}") from err
@@ -552,13 +585,20 @@ class ImageDataModule(L.LightningDataModule):
             raise _not_allowed("batch_size", self.batch_size,
                                f"each of {world} process(es) needs a full batch but there are "
                                f"{len(dataset)} training images")
-        if world > 1:
-            # Lightning calls set_epoch on this sampler at every epoch start, so the order changes.
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank,
-                                         shuffle=True, seed=self.seed, drop_last=True)
-            return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
-        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(self.seed))
+        # One sampler for 1..N processes: the order is a pure function of (seed, epoch), and after a
+        # resume it starts where the checkpointed step left off, so a resumed run sees exactly the
+        # batches an uninterrupted run would have. Lightning calls set_epoch at every epoch start.
+        sampler = ResumableSampler(dataset, world, rank, self.seed, self.batch_size)
+        trainer = self._trainer_or_none()
+        if trainer is not None and trainer.global_step > 0:
+            sampler.resume_at(trainer.current_epoch, trainer.global_step % sampler.batches_per_epoch)
+        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
+
+    def _trainer_or_none(self):
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self._require(self.val_set))

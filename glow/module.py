@@ -26,7 +26,7 @@ class GlowModule(L.LightningModule):
     def __init__(self, model_config: dict[str, Any], n_bits: int = 8, optimizer: str = "adamax", lr: float = 1e-3,
                  weight_decay: float = 0.0, warmup_steps: int = 500, grad_clip_norm: float | None = 50.0,
                  ema_decay: float | None = None, init_batch_size: int = 256, masks: dict | None = None,
-                 classifier_weight: float = 0.0):
+                 seed: int = 0):
         super().__init__()
         check_n_bits(n_bits)
         if optimizer not in OPTIMIZERS:
@@ -45,6 +45,7 @@ class GlowModule(L.LightningModule):
         self.val_bpd, self.test_bpd = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
         self.val_hole_bpd, self.test_hole_bpd = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
         self.val_nonfinite, self.test_nonfinite = SumMetric(nan_strategy="disable"), SumMetric(nan_strategy="disable")
+        self.val_count, self.test_count = SumMetric(), SumMetric()  # images seen: each exactly once
 
     # -- what evaluation and sampling use ---------------------------------------------------
     @property
@@ -68,10 +69,17 @@ class GlowModule(L.LightningModule):
             return Glow.make_condition(observed, mask), mask
         return None, None
 
-    def bpd(self, batch, model: Glow) -> tuple[Tensor, Tensor | None]:
+    def noise_generator(self, stream: int, batch_idx: int) -> torch.Generator:
+        """Dequantisation noise drawn from (seed, stream, step or batch, rank): a resumed run draws
+        exactly the noise an uninterrupted one would, and ranks draw different noise."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        key = ((self.hparams.seed * 7 + stream) * 1_000_003 + batch_idx) * 4099 + rank
+        return torch.Generator(device=self.device).manual_seed(key % (2 ** 63))
+
+    def bpd(self, batch, model: Glow, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
         """Per-sample bits/dim of the dequantised images, and the inpainting mask (or None)."""
         images, labels = batch
-        x = preprocess(images, self.n_bits)
+        x = preprocess(images, self.n_bits, generator=generator)
         cond, mask = self.condition(images, labels, model)
         return bits_per_dim(model.log_prob(x, cond), self.num_dims, self.n_bits), mask
 
@@ -105,7 +113,7 @@ class GlowModule(L.LightningModule):
 
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        bpd, _ = self.bpd(batch, self.model)
+        bpd, _ = self.bpd(batch, self.model, self.noise_generator(0, self.global_step))
         loss = bpd.mean().float()
         if torch.isfinite(loss):  # a NaN is counted below, never averaged into the logged curve
             self.log("train/bpd", loss, prog_bar=True, on_step=True, on_epoch=False)
@@ -145,9 +153,10 @@ class GlowModule(L.LightningModule):
         self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip_norm, gradient_clip_algorithm="norm")
 
     # -- evaluation -------------------------------------------------------------------------
-    def _eval_step(self, batch, bpd_metric, hole_metric, nonfinite_metric) -> None:
-        bpd, mask = self.bpd(batch, self.eval_model)
+    def _eval_step(self, batch, batch_idx, bpd_metric, hole_metric, nonfinite_metric, count_metric) -> None:
+        bpd, mask = self.bpd(batch, self.eval_model, self.noise_generator(1, batch_idx))
         bpd_metric.update(bpd.float())
+        count_metric.update(float(bpd.shape[0]))
         nonfinite_metric.update((~torch.isfinite(bpd)).sum().float())
         if mask is not None:
             # Bits per missing dimension: all of -log2 p(x | x_obs) charged to the hole. The observed
@@ -157,23 +166,24 @@ class GlowModule(L.LightningModule):
             hole_metric.update((bpd * self.num_dims / missing_dims).float())
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_bpd, self.val_hole_bpd, self.val_nonfinite)
+        self._eval_step(batch, batch_idx, self.val_bpd, self.val_hole_bpd, self.val_nonfinite, self.val_count)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_bpd, self.test_hole_bpd, self.test_nonfinite)
+        self._eval_step(batch, batch_idx, self.test_bpd, self.test_hole_bpd, self.test_nonfinite, self.test_count)
 
-    def _log_eval(self, stage: str, bpd_metric, hole_metric, nonfinite_metric) -> None:
+    def _log_eval(self, stage: str, bpd_metric, hole_metric, nonfinite_metric, count_metric) -> None:
         # torchmetrics syncs sums and counts across ranks; the shards do not overlap, so each
         # image counts exactly once
         self.log(f"{stage}/bpd", bpd_metric.compute(), prog_bar=True, sync_dist=False)
         self.log(f"{stage}/nonfinite", nonfinite_metric.compute(), sync_dist=False)
+        self.log(f"{stage}/images", count_metric.compute(), sync_dist=False)
         if self.model.conditional == "image" and hole_metric.update_count:
             self.log(f"{stage}/hole_bpd", hole_metric.compute(), sync_dist=False)
-        for metric in (bpd_metric, hole_metric, nonfinite_metric):
+        for metric in (bpd_metric, hole_metric, nonfinite_metric, count_metric):
             metric.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_eval("val", self.val_bpd, self.val_hole_bpd, self.val_nonfinite)
+        self._log_eval("val", self.val_bpd, self.val_hole_bpd, self.val_nonfinite, self.val_count)
 
     def on_test_epoch_end(self) -> None:
-        self._log_eval("test", self.test_bpd, self.test_hole_bpd, self.test_nonfinite)
+        self._log_eval("test", self.test_bpd, self.test_hole_bpd, self.test_nonfinite, self.test_count)

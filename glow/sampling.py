@@ -59,14 +59,15 @@ def standard_noise(model: Glow, n: int, generator: torch.Generator | None = None
 
 @torch.no_grad()
 def temperature_grid(model: Glow, temperatures: Sequence[float], n: int, generator: torch.Generator | None = None,
-                     labels: Tensor | None = None) -> Tensor:
+                     labels: Tensor | None = None, allow_nonfinite: bool = False) -> Tensor:
     """One row of n samples per temperature, with the same noise in every row: [len(T) * n, C, H, W]."""
     if labels is not None:
         n = len(labels)
         labels = labels.to(model.top_prior.anchor.device)
     noise = standard_noise(model, n, generator)
     rows = [model.sample(n, temperature=t, cond=labels, noise=noise) for t in temperatures]
-    return check_finite(torch.cat(rows), "samples")
+    grid = torch.cat(rows)
+    return grid if allow_nonfinite else check_finite(grid, "samples")
 
 
 @torch.no_grad()
@@ -88,6 +89,15 @@ def check_finite(x: Tensor, what: str) -> Tensor:
         bad = (~torch.isfinite(x.flatten(1))).any(1).sum().item()
         raise NonFiniteSampleError(f"{bad} of {x.shape[0]} {what} are non-finite (NaN or inf)")
     return x
+
+
+def blank_nonfinite(images: Tensor) -> tuple[Tensor, int]:
+    """Replace every image holding a NaN or inf by mid-grey; return the images and how many there were."""
+    bad = ~torch.isfinite(images.flatten(1)).all(1)
+    if bad.any():
+        images = images.clone()
+        images[bad] = 0.0
+    return images, int(bad.sum())
 
 
 def save_grid(grid: Tensor, path: str | Path, n_bits: int = 8, nrow: int | None = None) -> Path:

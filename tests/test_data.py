@@ -187,6 +187,28 @@ def test_random_flip_only_on_train():
     assert seen == {True, False}
 
 
+@pytest.mark.parametrize("name", ["cifar10", "svhn"])
+def test_torchvision_arrays_become_nchw_uint8(monkeypatch, name):
+    """No CIFAR-10/SVHN copy offline: feed the converter torchvision-shaped arrays instead."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)  # what we expect out
+    labels = np.arange(20) % 10
+
+    def fake(self, train, download):
+        if name == "cifar10":  # CIFAR10.data is [N, H, W, C], targets a list
+            return SimpleNamespace(data=pixels.transpose(0, 2, 3, 1).copy(), targets=labels.tolist())
+        return SimpleNamespace(data=pixels, labels=labels)  # SVHN.data is [N, C, H, W]
+
+    monkeypatch.setattr(ImageDataModule, "_torchvision_dataset", fake)
+    dm = ImageDataModule(name, download=False, val_fraction=0.0, batch_size=4)
+    dm.setup()
+    x, y = first_batch(dm.test_dataloader())
+    assert x.dtype == torch.uint8 and torch.equal(x, torch.from_numpy(pixels[:4]))
+    assert y.dtype == torch.long and y.tolist() == [0, 1, 2, 3]
+
+
 # ----------------------------------------------------------------------------- image folders
 
 
