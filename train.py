@@ -76,6 +76,16 @@ def build_or_exit(cfg: DictConfig):
         raise SystemExit(2) from None
 
 
+def save_final_checkpoint(trainer: L.Trainer) -> None:
+    """last.ckpt holds the final weights even when max_steps is not a multiple of the save interval."""
+    callback = trainer.checkpoint_callback
+    if callback is None or trainer.fast_dev_run or not callback.dirpath:
+        return
+    path = Path(callback.dirpath) / "last.ckpt"
+    trainer.save_checkpoint(path)  # every rank calls it; only rank 0 writes
+    callback.last_model_path = str(path)
+
+
 def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build_or_exit(cfg)
@@ -85,6 +95,7 @@ def run(cfg: DictConfig) -> dict:
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     fit_seconds = time.time() - start
+    save_final_checkpoint(trainer)
     results = {"steps": trainer.global_step, "wall_time_s": round(fit_seconds, 1),
                "nonfinite_steps": int(module.nonfinite_steps)}
     if cfg.test_after_fit:

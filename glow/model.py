@@ -8,8 +8,9 @@ finest first; the last level's output is z_L under the top prior. Hence
 
     log p(x) = sum_i log p(z_i | h_i) + log p(z_L) + log|det dz/dx|.
 
-Conditioning (``conditional``): ``"class"`` passes integer labels to every prior (Glow's ycond);
-``"image"`` passes a masked image and its mask (c-Glow inpainting), encoded by a small CNN into
+Conditioning (``conditional``): ``"class"`` passes integer labels to every prior (Glow's ycond),
+optionally with a classification head on the top latent (``class_head``: a linear layer on z_L
+averaged over space, giving logits; trained by the module's ``classifier_weight``); ``"image"`` passes a masked image and its mask (c-Glow inpainting), encoded by a small CNN into
 features at each level's resolution that reach every coupling network and every prior.
 """
 
@@ -55,7 +56,7 @@ class Glow(nn.Module):
                  hidden_channels: int = 512, coupling: str = "affine", permutation: str = "conv_lu",
                  mask: str = "channel", actnorm: bool = True, learn_top: bool = True, final_scaling: bool = False,
                  spline_bins: int = 8, spline_tail_bound: float = 3.0, conditional: str | None = None,
-                 num_classes: int = 10, cond_channels: int = 32, seed: int = 0):
+                 num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
@@ -73,6 +74,9 @@ class Glow(nn.Module):
                              f"height and width must be divisible by 2^levels={2 ** levels}")
         if conditional == "class":
             _positive_int("num_classes", num_classes)
+        if class_head and conditional != "class":
+            raise ValueError(f"model.class_head={class_head!r} is not allowed: the classification head needs "
+                             f"model.conditional=class")
 
         self.image_shape = image_shape
         self.num_dims = c * h * w
@@ -109,6 +113,11 @@ class Glow(nn.Module):
                 channels = split.kept
             self.levels.append(FlowSequence(layers))
         self.top_prior = TopPrior((channels, h, w), learn_top, classes, feature_channels)
+        # Glow's ycond classifier: logits from the spatially averaged top latent (not part of log_prob)
+        self.class_head = nn.Linear(channels, classes) if class_head else None
+        if self.class_head is not None:  # zero-init, as Glow's linear_zeros: uniform logits at the start
+            nn.init.zeros_(self.class_head.weight)
+            nn.init.zeros_(self.class_head.bias)
 
     # -- conditioning -----------------------------------------------------------------------
     @staticmethod
@@ -157,6 +166,27 @@ class Glow(nn.Module):
         """Natural-log density of x, shape [B]."""
         _, logdet, log_prior = self._encode(x, cond)
         return log_prior + logdet
+
+    def class_logits(self, top: Tensor) -> Tensor:
+        """Class logits [B, num_classes] of the classification head from the top latent z_L [B, C, h, w]."""
+        if self.class_head is None:
+            raise ValueError("this Glow has no classification head: build it with class_head=True")
+        return self.class_head(top.mean(dim=(2, 3)).to(self.class_head.weight.dtype))
+
+    def log_prob_and_logits(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``log_prob(x, cond)`` and the class head's logits (None without a head) from one pass."""
+        zs, logdet, log_prior = self._encode(x, cond)
+        return log_prior + logdet, (self.class_logits(zs[-1]) if self.class_head is not None else None)
+
+    @torch.no_grad()
+    def classify(self, x: Tensor) -> Tensor:
+        """Class logits of images x. Under class conditioning the flow itself ignores the labels (they
+        enter the priors only), so any label gives the same top latent: zeros are passed."""
+        if self.class_head is None:
+            raise ValueError("this Glow has no classification head: build it with class_head=True")
+        labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        zs, _ = self.encode(x, labels)
+        return self.class_logits(zs[-1])
 
     def _decode(self, top: Tensor, latent_for_split: Callable[[int, Tensor, Tensor | None], Tensor],
                 features: list[Tensor | None]) -> Tensor:

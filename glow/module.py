@@ -26,13 +26,17 @@ class GlowModule(L.LightningModule):
     def __init__(self, model_config: dict[str, Any], n_bits: int = 8, optimizer: str = "adamax", lr: float = 1e-3,
                  weight_decay: float = 0.0, warmup_steps: int = 500, grad_clip_norm: float | None = 50.0,
                  ema_decay: float | None = None, init_batch_size: int = 256, masks: dict | None = None,
-                 seed: int = 0):
+                 seed: int = 0, classifier_weight: float = 0.0):
         super().__init__()
         check_n_bits(n_bits)
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"module.optimizer={optimizer!r} is not allowed: use one of {', '.join(OPTIMIZERS)}")
         self.save_hyperparameters()
         self.model = Glow(**model_config)
+        if isinstance(classifier_weight, bool) or not isinstance(classifier_weight, (int, float)) \
+                or classifier_weight < 0 or (classifier_weight > 0 and self.model.class_head is None):
+            raise ValueError(f"module.classifier_weight={classifier_weight!r} is not allowed: use a number >= 0, "
+                             f"and > 0 only with model.class_head=true (and model.conditional=class)")
         self.n_bits = n_bits
         self.num_dims = self.model.num_dims
         self.mask_sampler = MaskSampler(**(masks or {})) if self.model.conditional == "image" else None
@@ -113,10 +117,29 @@ class GlowModule(L.LightningModule):
 
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        bpd, _ = self.bpd(batch, self.model, self.noise_generator(0, self.global_step))
+        generator = self.noise_generator(0, self.global_step)
+        if self.hparams.classifier_weight and self.model.class_head is not None:
+            return self._training_step_with_classifier(batch, generator)
+        bpd, _ = self.bpd(batch, self.model, generator)
         loss = bpd.mean().float()
         if torch.isfinite(loss):  # a NaN is counted below, never averaged into the logged curve
             self.log("train/bpd", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def _training_step_with_classifier(self, batch, generator: torch.Generator) -> Tensor:
+        """bits/dim + classifier_weight * cross-entropy of the class head in bits per image (Glow's
+        ``bits_x + weight_y * bits_y``), from one pass. log_prob and the reported bits/dim are unchanged."""
+        images, labels = batch
+        x = preprocess(images, self.n_bits, generator=generator)
+        cond, _ = self.condition(images, labels)
+        log_prob, logits = self.model.log_prob_and_logits(x, cond)
+        bpd = bits_per_dim(log_prob, self.num_dims, self.n_bits).mean().float()
+        class_bits = torch.nn.functional.cross_entropy(logits.float(), labels) / math.log(2.0)
+        loss = bpd + self.hparams.classifier_weight * class_bits
+        if torch.isfinite(loss):
+            self.log("train/bpd", bpd, prog_bar=True, on_step=True, on_epoch=False)
+            self.log("train/class_bits", class_bits, on_step=True, on_epoch=False)
+            self.log("train/class_acc", (logits.argmax(1) == labels).float().mean(), on_step=True, on_epoch=False)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -175,3 +175,26 @@ def test_bf16_mixed_matches_fp32_on_the_same_weights(tmp_path, mnist_root):
     cfg = compose_train(tmp_path / "bf16", common + ["trainer.precision=bf16-mixed", "trainer.max_steps=10"])
     results = train.run(cfg)
     assert torch.isfinite(torch.tensor(results["test_bpd"])) and results["nonfinite_steps"] == 0
+
+
+def test_evaluate_script_reproduces_the_training_figure(tmp_path, synthetic_folder):
+    import importlib.util
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.conftest import CONF, REPO
+
+    data = ["data=imagefolder", f"data.path={synthetic_folder}", "data.image_size=16", "data.num_workers=0"]
+    results = run(tmp_path / "train", data + ["trainer.max_steps=7", "module.ema_decay=0.9"])
+    spec = importlib.util.spec_from_file_location("evaluate", REPO / "scripts" / "evaluate.py")
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=data + [f"ckpt_path={results['last_checkpoint']}",
+                                                               f"paths.output_dir={tmp_path / 'eval'}"])
+    (tmp_path / "eval").mkdir()
+    figures = evaluate.evaluate(cfg)
+    assert figures["test_bpd"] == pytest.approx(results["test_bpd"], abs=1e-6)
+    assert figures["test_images"] == results["test_images"] and figures["ema"]

@@ -1,0 +1,65 @@
+"""Test bits/dim of any train.py checkpoint, computed by the same code as at the end of training.
+
+    python scripts/evaluate.py ckpt_path=outputs/mnist/<run>/checkpoints/last.ckpt data=mnist
+    python scripts/evaluate.py ckpt_path=... data=imagefolder data.path=../shared/datasets/cifar10-subset
+    python scripts/evaluate.py ckpt_path=... trainer.precision=bf16-mixed split=val
+
+Writes <run dir>/results.json with {"test_bpd": ..., ...}. The checkpoint loads with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from glow.config import ConfigError, validate_ckpt_path  # noqa: E402
+from glow.module import GlowModule  # noqa: E402
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    try:
+        validate_ckpt_path(cfg.ckpt_path)
+        if cfg.split not in ("test", "val"):
+            raise ConfigError(f"split={cfg.split!r} is not allowed: use test or val")
+        datamodule = instantiate(cfg.data)
+    except (ConfigError, ValueError) as err:
+        print(f"config error: {str(err).splitlines()[0]}", file=sys.stderr)
+        raise SystemExit(2) from None
+    module = GlowModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    if not cfg.use_ema:
+        module.ema = None
+    if tuple(module.model.image_shape) != tuple(datamodule.image_shape):
+        print(f"config error: data image shape {datamodule.image_shape} does not match the checkpoint's "
+              f"{tuple(module.model.image_shape)}: pick the data config it was trained on", file=sys.stderr)
+        raise SystemExit(2)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    run = trainer.test if cfg.split == "test" else trainer.validate
+    metrics = run(module, datamodule=datamodule, verbose=False)[0]
+    results = {f"{cfg.split}_bpd": metrics[f"{cfg.split}/bpd"], f"{cfg.split}_images": int(metrics[f"{cfg.split}/images"]),
+               f"{cfg.split}_nonfinite": int(metrics[f"{cfg.split}/nonfinite"]),
+               "ckpt_path": str(cfg.ckpt_path), "ema": module.ema is not None,
+               "precision": str(cfg.trainer.precision)}
+    if f"{cfg.split}/hole_bpd" in metrics:
+        results[f"{cfg.split}_hole_bpd"] = metrics[f"{cfg.split}/hole_bpd"]
+    if trainer.is_global_zero:
+        out = Path(cfg.paths.output_dir) / "results.json"
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"{cfg.split} bits/dim: {results[f'{cfg.split}_bpd']:.4f} over {results[f'{cfg.split}_images']} images; "
+              f"written to {out}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
