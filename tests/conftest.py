@@ -6,10 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The test models are tiny: with two OpenMP threads per op they spend their time synchronising
+# (15 s instead of 0.1 s for 20 MALA steps when another process competes for the 2 cores).
+torch.set_num_threads(1)
 CONF = REPO / "conf"
 
 

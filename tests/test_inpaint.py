@@ -1,0 +1,121 @@
+"""Inpainting: observed pixels untouched, completions differ, empty mask is identity, c-Glow exactness,
+and the MCMC sampler leaves an analytically known Gaussian conditional invariant."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from glow import Glow
+from glow.flows import ActNorm, FlowSequence, InvConv1x1
+from glow.inpaint import cglow_inpaint, mala, mcmc_inpaint
+from glow.masks import MaskSampler, make_mask
+from glow.priors import gaussian_log_prob
+from tests.helpers import jacobian_logdet, perturb
+
+
+def gaussian_flow(seed=0):
+    torch.manual_seed(seed)
+    flow = perturb(FlowSequence([ActNorm(4), InvConv1x1(4)]), scale=0.5, seed=seed).double()
+    with torch.no_grad():
+        flow.layers[0].loc.copy_(torch.tensor([0.3, -0.2, 0.1, 0.5], dtype=torch.float64).view(1, 4, 1, 1))
+
+    def log_prob(x):
+        z, logdet = flow(x)
+        return gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z)) + logdet
+
+    # the exact Gaussian: z = A x + c  =>  x ~ N(-A^-1 c, (A^T A)^-1)
+    eye = torch.eye(4, dtype=torch.float64).view(4, 4, 1, 1)
+    a = torch.stack([flow(eye[i:i + 1].view(1, 4, 1, 1) + 0)[0].flatten() for i in range(4)], 1)
+    c = flow(torch.zeros(1, 4, 1, 1, dtype=torch.float64))[0].flatten()
+    a = a - c.view(4, 1)
+    precision = a.T @ a
+    mean = -torch.linalg.solve(a, c)
+    return log_prob, mean.detach(), precision.detach()
+
+
+def test_mala_keeps_the_exact_gaussian_conditional():
+    log_prob, mean, precision = gaussian_flow()
+    missing, observed = [1, 3], [0, 2]
+    x_obs = torch.tensor([0.8, -0.4], dtype=torch.float64)
+    lam_mm, lam_mo = precision[missing][:, missing], precision[missing][:, observed]
+    cond_cov = torch.linalg.inv(lam_mm)
+    cond_mean = mean[missing] - cond_cov @ lam_mo @ (x_obs - mean[observed])
+
+    chains = 3000
+    x0 = torch.zeros(chains, 4, 1, 1, dtype=torch.float64)
+    x0[:, observed, 0, 0] = x_obs
+    x0[:, missing, 0, 0] = torch.randn(chains, 2, dtype=torch.float64) * 3  # far from the target
+    mask = torch.zeros_like(x0)
+    mask[:, missing] = 1
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        samples, acceptance = mala(log_prob, x0, mask, steps=400, step_size=0.3, bounds=None, generator=gen)
+    assert torch.equal(samples[:, observed, 0, 0], x0[:, observed, 0, 0])
+    xm = samples[:, missing, 0, 0]
+    sd = cond_cov.diagonal().sqrt()
+    stderr = sd / math.sqrt(chains)
+    assert ((xm.mean(0) - cond_mean).abs() < 5 * stderr).all(), (xm.mean(0), cond_mean, stderr)
+    assert ((xm.var(0) / cond_cov.diagonal() - 1).abs() < 0.15).all(), (xm.var(0), cond_cov.diagonal())
+    empirical_cov = torch.cov(xm.T)
+    assert (empirical_cov - cond_cov).abs().max() < 0.15 * cond_cov.abs().max()
+    assert 0.3 < acceptance < 0.9
+
+
+def tiny(conditional=None):
+    torch.manual_seed(0)
+    return perturb(Glow((1, 8, 8), levels=2, steps=2, hidden_channels=8, conditional=conditional, cond_channels=4),
+                   scale=0.05)
+
+
+@pytest.mark.parametrize("method", ["cglow", "mcmc", "map"])
+def test_observed_pixels_unchanged_and_completions_differ(method):
+    model = tiny("image" if method == "cglow" else None)
+    x = torch.rand(2, 1, 8, 8) - 0.5
+    mask = make_mask("center", 2, (8, 8))
+    torch.manual_seed(1)
+    if method == "cglow":
+        result = cglow_inpaint(model, x, mask, n=3)
+        other = cglow_inpaint(model, x, mask, n=3)
+    else:
+        kw = dict(steps=20, map_steps=20 if method == "map" else 0)
+        result = mcmc_inpaint(model, x, mask, n=3, generator=torch.Generator().manual_seed(1), **kw)
+        other = mcmc_inpaint(model, x, mask, n=3, generator=torch.Generator().manual_seed(2), **kw)
+    c = result.completions
+    assert c.shape == (2, 3, 1, 8, 8)
+    observed = (mask == 0).expand_as(x)
+    for k in range(3):
+        assert torch.equal(c[:, k][observed], x[observed])
+    assert (c - other.completions).abs().max() > 1e-3  # different seeds, different completions
+    assert (c[:, 0] - c[:, 1]).abs().max() > 1e-3  # and the n completions of one image differ
+    assert torch.isfinite(c).all()
+
+
+def test_empty_mask_returns_the_input():
+    x = torch.rand(2, 1, 8, 8) - 0.5
+    empty = make_mask("none", 2, (8, 8))
+    for result in (cglow_inpaint(tiny("image"), x, empty, n=2), mcmc_inpaint(tiny(), x, empty, n=2, steps=3)):
+        assert torch.equal(result.completions, x.unsqueeze(1).expand(2, 2, 1, 8, 8))
+
+
+def test_conditional_glow_is_exact_given_the_condition():
+    model = tiny("image").double()
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64) - 0.5
+    cond = Glow.make_condition(x, make_mask("pixels", 2, (8, 8)).double())
+    zs, logdet = model.encode(x, cond)
+    assert (model.decode(zs, cond) - x).abs().max() < 1e-10
+    flat = lambda v: torch.cat([z.flatten(1) for z in model.encode(v, cond[:1])[0]], 1)  # noqa: E731
+    assert torch.allclose(logdet[:1], jacobian_logdet(flat, x[:1]), atol=1e-8)
+
+
+def test_mask_kinds_and_sampler():
+    for kind in ("center", "boxes", "half", "left", "right", "top", "bottom", "pixels"):
+        m = make_mask(kind, 4, (8, 8), generator=torch.Generator().manual_seed(0))
+        assert m.shape == (4, 1, 8, 8) and 0 < m.mean() < 1
+    assert make_mask("center", 1, (32, 32), center_fraction=14 / 32).sum() == 14 * 14
+    mix = MaskSampler({"center": 1.0, "pixels": 1.0})(16, (8, 8))
+    assert mix.shape == (16, 1, 8, 8)
+    with pytest.raises(ValueError, match="mask='star' is not allowed"):
+        make_mask("star", 1, (8, 8))
