@@ -167,3 +167,38 @@ def mcmc_inpaint(model: Glow, x: Tensor, mask: Tensor, n: int, steps: int = 300,
         model.train(was_training)
     completions = torch.where(m_rep.bool(), filled, x_rep)
     return InpaintResult(completions.view(b, n, *x.shape[1:]), method, acceptance)
+
+
+METHODS = ("auto", "cglow", "mcmc", "map")
+
+
+def inpaint(model: Glow, x: Tensor, mask: Tensor, n: int = 8, method: str = "auto", temperature: float | None = None,
+            steps: int = 300, step_size: float = 0.02, map_steps: int = 200, init: str = "noise",
+            generator: torch.Generator | None = None, progress: Callable[[int], None] | None = None
+            ) -> InpaintResult:
+    """n completions of each image x (model space) where mask == 1; observed pixels stay exactly x.
+
+    ``method="auto"`` uses the c-Glow route for a model trained with ``conditional=image`` and
+    MALA otherwise. ``temperature`` defaults to 0.8 for c-Glow sampling and 1.0 for MCMC.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not allowed: use one of {', '.join(METHODS)}")
+    if n < 1:
+        raise ValueError(f"n={n!r} is not allowed: use a positive integer")
+    if method == "auto":
+        method = "cglow" if model.conditional == "image" else "mcmc"
+    if method == "cglow":
+        return cglow_inpaint(model, x, mask, n, temperature=0.8 if temperature is None else temperature)
+    return mcmc_inpaint(model, x, mask, n, steps=steps, step_size=step_size,
+                        temperature=1.0 if temperature is None else temperature,
+                        map_steps=map_steps if method == "map" else 0, init=init, generator=generator,
+                        progress=progress)
+
+
+def completions_uint8(result: InpaintResult, images_uint8: Tensor, mask: Tensor, n_bits: int) -> Tensor:
+    """Completions as uint8 [B, n, C, H, W], with the observed pixels copied bit-exactly from the input."""
+    from glow.quantize import to_uint8
+
+    filled = to_uint8(result.completions, n_bits)
+    keep = (_broadcast_mask(mask, images_uint8.float()) == 0).unsqueeze(1).expand_as(filled)
+    return torch.where(keep, images_uint8.unsqueeze(1).expand_as(filled), filled)

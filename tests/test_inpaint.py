@@ -119,3 +119,43 @@ def test_mask_kinds_and_sampler():
     assert mix.shape == (16, 1, 8, 8)
     with pytest.raises(ValueError, match="mask='star' is not allowed"):
         make_mask("star", 1, (8, 8))
+
+
+def _evaluate_inpainting(tmp_path, ckpt, overrides):
+    import importlib.util
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.conftest import CONF, REPO
+
+    spec = importlib.util.spec_from_file_location("evaluate_inpainting", REPO / "scripts" / "evaluate_inpainting.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    GlobalHydra.instance().clear()
+    out = tmp_path / "eval"
+    out.mkdir(exist_ok=True)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="evaluate_inpainting",
+                      overrides=[f"ckpt_path={ckpt}", f"paths.output_dir={out}", "data.num_workers=0"] + overrides)
+    return script.evaluate(cfg), out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["cglow", "mcmc"])
+def test_inpainting_end_to_end_from_a_trained_checkpoint(tmp_path, synthetic_folder, route):
+    import train
+    from tests.conftest import compose_train
+
+    data = ["data=imagefolder", f"data.path={synthetic_folder}", "data.image_size=16"]
+    extra = ["model.conditional=image", "model.cond_channels=8"] if route == "cglow" else []
+    trained = train.run(compose_train(tmp_path, data + extra + ["trainer.max_steps=6"]))
+    results, out = _evaluate_inpainting(tmp_path, trained["last_checkpoint"],
+                                        data + ["n_images=4", "n=3", "steps=10", "mask_size=6", "batch_size=2"])
+    assert results["method"] == route and results["observed_max_abs_change"] == 0
+    assert results["hole_pixels"] == 36 and results["diversity"] > 0
+    for key in ("psnr_mean_completion", "psnr_best_of_n", "ssim_mean_completion", "psnr_mean_fill",
+                "psnr_nearest_neighbour"):
+        assert math.isfinite(results[key]), key
+    assert ("cond_bpd" in results) == (route == "cglow") and ("acceptance_rate" in results) == (route == "mcmc")
+    assert (out / "inpainting.png").is_file() and (out / "inpainting.json").is_file()
