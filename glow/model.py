@@ -10,8 +10,9 @@ finest first; the last level's output is z_L under the top prior. Hence
 
 Conditioning (``conditional``): ``"class"`` passes integer labels to every prior (Glow's ycond),
 optionally with a classification head on the top latent (``class_head``: a linear layer on z_L
-averaged over space, giving logits; trained by the module's ``classifier_weight``); ``"image"`` passes a masked image and its mask (c-Glow inpainting), encoded by a small CNN into
-features at each level's resolution that reach every coupling network and every prior.
+averaged over space, giving logits; trained by the module's ``classifier_weight``); ``"image"``
+passes a masked image and its mask (c-Glow inpainting), encoded by a small CNN into features
+at each level's resolution that reach every coupling network and every prior.
 """
 
 from __future__ import annotations

@@ -320,8 +320,9 @@ def attribute_direction(model: Glow, x: Tensor, has_attribute: Tensor, cond: Ten
             for z in zs]
 
 
-def manipulate(model: Glow, x: Tensor, direction: Sequence[Tensor], scales: Sequence[float] = (-1.0, -0.5, 0.0, 0.5, 1.0),
-               cond: Tensor | None = None, batch_size: int = 64) -> Tensor:
+def manipulate(model: Glow, x: Tensor, direction: Sequence[Tensor],
+               scales: Sequence[float] = (-1.0, -0.5, 0.0, 0.5, 1.0), cond: Tensor | None = None,
+               batch_size: int = 64) -> Tensor:
     """decode(encode(x) + s * direction) for each scale s: [N * len(scales), C, H, W], one row per image.
 
     Scale 0 is the exact reconstruction.
