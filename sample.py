@@ -8,6 +8,8 @@
     python sample.py ckpt_path=... task=class classes=[3,8] n=16                   # class-conditional models
     python sample.py ckpt_path=... task=manipulate attribute=8 baseline=3          # MNIST 3 -> 8 direction
     python sample.py ckpt_path=... task=manipulate data=celeba data.target=attr attribute=Smiling
+    python sample.py ckpt_path=... task=inpaint mask=center mask_size=14 indices=[0,1,2,3] n=8   # c-Glow or MCMC
+    python sample.py ckpt_path=... task=inpaint images=[a.png] method=map
 
 Common options: seed=0 device=auto|cpu|cuda batch_size=64 n=... ema=true. Tasks that read real
 images by index use the test split of the ``data`` group (default mnist): pass the one the model was
@@ -27,17 +29,20 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from tqdm import tqdm
 
 from glow import sampling
 from glow.config import ConfigError
 from glow.data import fit_size, read_image
+from glow.inpaint import METHODS
+from glow.masks import MASK_KINDS, make_mask
 from glow.model import Glow
 from glow.quantize import preprocess
 
-TASKS = ("sample", "temperature", "interpolate", "reconstruct", "class", "manipulate")
+TASKS = ("sample", "temperature", "interpolate", "reconstruct", "class", "manipulate", "inpaint")
 DEVICES = ("auto", "cpu", "cuda")
 SPLITS = ("test", "train")
-DEFAULT_N = {"sample": 64, "temperature": 8, "interpolate": 4, "reconstruct": 16, "class": 8, "manipulate": 4}
+DEFAULT_N = {"sample": 64, "temperature": 8, "interpolate": 4, "reconstruct": 16, "class": 8, "manipulate": 4, "inpaint": 8}
 RECONSTRUCTION_PAIRS_PER_ROW = 8
 
 
@@ -135,6 +140,17 @@ def pick_device(name: str) -> torch.device:
 
 def check_model(cfg: DictConfig, model: Glow) -> None:
     """Checks that need the checkpoint's model."""
+    if cfg.task == "inpaint":
+        if cfg.method not in METHODS:
+            _fail("method", cfg.method, "use one of " + ", ".join(METHODS))
+        if cfg.mask not in MASK_KINDS:
+            _fail("mask", cfg.mask, "use one of " + ", ".join(MASK_KINDS))
+        if cfg.method == "cglow" and model.conditional != "image":
+            _fail("method", cfg.method, "this checkpoint is not an inpainting model (model.conditional=image): "
+                                        "use auto, mcmc or map")
+        if cfg.method in ("mcmc", "map") and model.conditional is not None:
+            _fail("method", cfg.method, f"MCMC needs an unconditional model; this one is "
+                                        f"conditional={model.conditional}: use auto")
     if cfg.task in ("sample", "temperature", "class") and model.conditional == "image":
         _fail("task", cfg.task, "this checkpoint is an inpainting model (model.conditional=image): it samples "
                                 "given a masked image; use interpolate, reconstruct or manipulate")
@@ -328,8 +344,32 @@ def task_manipulate(cfg, model, n, generator):
                                  f"{scales}, from {int(has[picked].sum())} + {int((~has[picked]).sum())} images")
 
 
+def task_inpaint(cfg, model, n, generator):
+    x_uint8, _ = real_images(cfg, model, cfg.inpaint_images)
+    h, w = x_uint8.shape[-2:]
+    fraction = cfg.mask_size / h if cfg.mask == "center" and cfg.mask_size else cfg.center_fraction
+    mask = make_mask(cfg.mask, x_uint8.shape[0], (h, w), center_fraction=fraction, pixel_rate=cfg.pixel_rate,
+                     generator=generator)
+    device = sampling.model_device(model)
+    x = preprocess(x_uint8, model.n_bits, dequantize=False).to(device)
+    with tqdm(total=cfg.mcmc_steps, desc="MCMC", unit="step", disable=model.conditional == "image"
+              or cfg.method == "cglow") as bar:
+        result = sampling.inpaint(model, x, mask.to(device), n=n, method=cfg.method,
+                                  temperature=cfg.inpaint_temperature, steps=cfg.mcmc_steps,
+                                  step_size=cfg.step_size, map_steps=cfg.map_steps, init=cfg.init,
+                                  generator=generator, progress=lambda step: bar.update(1))
+    filled = sampling.completions_uint8(result, x_uint8, mask, model.n_bits)  # observed pixels bit-exact
+    masked = torch.where(mask.expand_as(x_uint8).bool(), torch.full_like(x_uint8, 128), x_uint8)
+    rows = torch.cat([x_uint8.unsqueeze(1), masked.unsqueeze(1), filled], 1).flatten(0, 1)
+    images = preprocess(rows, model.n_bits, dequantize=False)
+    rate = f", MCMC acceptance rate {result.acceptance_rate:.2f}" if result.acceptance_rate is not None else ""
+    return images, n + 2, (f"{x_uint8.shape[0]} rows of original | masked | {n} completions "
+                           f"({result.method}, mask={cfg.mask}{rate})")
+
+
 TASK_FUNCTIONS = {"sample": task_sample, "temperature": task_temperature, "interpolate": task_interpolate,
-                  "reconstruct": task_reconstruct, "class": task_class, "manipulate": task_manipulate}
+                  "reconstruct": task_reconstruct, "class": task_class, "manipulate": task_manipulate,
+                  "inpaint": task_inpaint}
 
 
 def output_name(cfg: DictConfig) -> str:

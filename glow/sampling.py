@@ -341,4 +341,5 @@ def grid_shape(num_images: int, nrow: int) -> tuple[int, int]:
 
 
 # -- inpainting ------------------------------------------------------------------------------
-# (glow.sampling.inpaint goes here: sample.py's task=inpaint calls it.)
+# inpaint(model, x, mask, n=8, method="auto"|"cglow"|"mcmc"|"map", ...) -> InpaintResult; see glow.inpaint.
+from glow.inpaint import InpaintResult, completions_uint8, inpaint  # noqa: E402,F401
