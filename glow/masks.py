@@ -60,13 +60,14 @@ class MaskSampler:
             raise ValueError("masks.mix is not allowed to be all zero: give at least one kind a positive weight")
         self.center_fraction, self.pixel_rate = center_fraction, pixel_rate
 
-    def __call__(self, batch: int, size, device=None) -> Tensor:
+    def __call__(self, batch: int, size, device=None, generator: torch.Generator | None = None) -> Tensor:
         kinds = list(self.mix)
         weights = torch.tensor([self.mix[k] for k in kinds], dtype=torch.float)
-        choice = torch.multinomial(weights, batch, replacement=True)
+        choice = torch.multinomial(weights, batch, replacement=True, generator=generator)
         mask = torch.zeros(batch, 1, *size)
         for index, kind in enumerate(kinds):
             rows = (choice == index).nonzero().flatten()
             if len(rows):
-                mask[rows] = make_mask(kind, len(rows), tuple(size), self.center_fraction, self.pixel_rate)
+                mask[rows] = make_mask(kind, len(rows), tuple(size), self.center_fraction, self.pixel_rate,
+                                       generator=generator)
         return mask.to(device) if device is not None else mask

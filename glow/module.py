@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric, SumMetric
 
@@ -46,10 +46,7 @@ class GlowModule(L.LightningModule):
             self.ema.requires_grad_(False)  # DDP must not wait for gradients of the average
         self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long))
         self._skip_this_step = False
-        self.val_bpd, self.test_bpd = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
-        self.val_hole_bpd, self.test_hole_bpd = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
-        self.val_nonfinite, self.test_nonfinite = SumMetric(nan_strategy="disable"), SumMetric(nan_strategy="disable")
-        self.val_count, self.test_count = SumMetric(), SumMetric()  # images seen: each exactly once
+        self.eval_metrics = nn.ModuleDict({"val": EvalMetrics(), "test": EvalMetrics()})
 
     # -- what evaluation and sampling use ---------------------------------------------------
     @property
@@ -57,7 +54,8 @@ class GlowModule(L.LightningModule):
         """The EMA weights when EMA is on, else the live weights."""
         return self.ema.module if self.ema is not None else self.model
 
-    def condition(self, images: Tensor, labels: Tensor, model: Glow | None = None):
+    def condition(self, images: Tensor, labels: Tensor, model: Glow | None = None,
+                  generator: torch.Generator | None = None):
         """What the model is conditioned on: labels, or (masked image, mask). Returns (cond, mask).
 
         The inpainting condition holds the observed pixels at their bin centres, never the
@@ -68,7 +66,7 @@ class GlowModule(L.LightningModule):
         if model.conditional == "class":
             return labels, None
         if model.conditional == "image":
-            mask = self.mask_sampler(images.shape[0], images.shape[-2:], device=images.device)
+            mask = self.mask_sampler(images.shape[0], images.shape[-2:], device=images.device, generator=generator)
             observed = preprocess(images, self.n_bits, dequantize=False)
             return Glow.make_condition(observed, mask), mask
         return None, None
@@ -84,7 +82,9 @@ class GlowModule(L.LightningModule):
         """Per-sample bits/dim of the dequantised images, and the inpainting mask (or None)."""
         images, labels = batch
         x = preprocess(images, self.n_bits, generator=generator)
-        cond, mask = self.condition(images, labels, model)
+        # masks are drawn on the CPU from the same key, so they too are reproducible and resumable
+        mask_generator = torch.Generator().manual_seed(generator.initial_seed()) if generator is not None else None
+        cond, mask = self.condition(images, labels, model, mask_generator)
         return bits_per_dim(model.log_prob(x, cond), self.num_dims, self.n_bits), mask
 
     # -- data-dependent init ----------------------------------------------------------------
@@ -176,37 +176,57 @@ class GlowModule(L.LightningModule):
         self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip_norm, gradient_clip_algorithm="norm")
 
     # -- evaluation -------------------------------------------------------------------------
-    def _eval_step(self, batch, batch_idx, bpd_metric, hole_metric, nonfinite_metric, count_metric) -> None:
+    def _eval_step(self, stage: str, batch, batch_idx: int) -> None:
         bpd, mask = self.bpd(batch, self.eval_model, self.noise_generator(1, batch_idx))
-        bpd_metric.update(bpd.float())
-        count_metric.update(float(bpd.shape[0]))
-        nonfinite_metric.update((~torch.isfinite(bpd)).sum().float())
+        hole_bpd = None
         if mask is not None:
             # Bits per missing dimension: all of -log2 p(x | x_obs) charged to the hole. The observed
             # pixels are given (at bin resolution) by the condition, so a good model spends ~0 bits
             # on them and this upper bound becomes tight.
             missing_dims = (mask.flatten(1).sum(1) * batch[0].shape[1]).clamp_min(1)
-            hole_metric.update((bpd * self.num_dims / missing_dims).float())
+            hole_bpd = bpd * self.num_dims / missing_dims
+        self.eval_metrics[stage].update(bpd, hole_bpd)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, self.val_bpd, self.val_hole_bpd, self.val_nonfinite, self.val_count)
+        self._eval_step("val", batch, batch_idx)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, self.test_bpd, self.test_hole_bpd, self.test_nonfinite, self.test_count)
+        self._eval_step("test", batch, batch_idx)
 
-    def _log_eval(self, stage: str, bpd_metric, hole_metric, nonfinite_metric, count_metric) -> None:
-        # torchmetrics syncs sums and counts across ranks; the shards do not overlap, so each
-        # image counts exactly once
-        self.log(f"{stage}/bpd", bpd_metric.compute(), prog_bar=True, sync_dist=False)
-        self.log(f"{stage}/nonfinite", nonfinite_metric.compute(), sync_dist=False)
-        self.log(f"{stage}/images", count_metric.compute(), sync_dist=False)
-        if self.model.conditional == "image" and hole_metric.update_count:
-            self.log(f"{stage}/hole_bpd", hole_metric.compute(), sync_dist=False)
-        for metric in (bpd_metric, hole_metric, nonfinite_metric, count_metric):
-            metric.reset()
+    def _log_eval(self, stage: str) -> None:
+        for name, value in self.eval_metrics[stage].compute_and_reset().items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "bpd", sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_eval("val", self.val_bpd, self.val_hole_bpd, self.val_nonfinite, self.val_count)
+        self._log_eval("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_eval("test", self.test_bpd, self.test_hole_bpd, self.test_nonfinite, self.test_count)
+        self._log_eval("test")
+
+
+class EvalMetrics(nn.Module):
+    """One evaluation stage's figures. torchmetrics syncs their sums and counts across ranks at
+    compute time; the data module's shards do not overlap, so every image counts exactly once.
+    NaNs are kept (nan_strategy="disable"), never averaged away, and counted in ``nonfinite``."""
+
+    def __init__(self):
+        super().__init__()
+        self.bpd = MeanMetric(nan_strategy="disable")
+        self.hole_bpd = MeanMetric(nan_strategy="disable")
+        self.nonfinite = SumMetric(nan_strategy="disable")
+        self.images = SumMetric()
+
+    def update(self, bpd: Tensor, hole_bpd: Tensor | None = None) -> None:
+        self.bpd.update(bpd.float())
+        self.nonfinite.update((~torch.isfinite(bpd)).sum().float())
+        self.images.update(float(bpd.shape[0]))
+        if hole_bpd is not None:
+            self.hole_bpd.update(hole_bpd.float())
+
+    def compute_and_reset(self) -> dict[str, Tensor]:
+        figures = {"bpd": self.bpd.compute(), "nonfinite": self.nonfinite.compute(), "images": self.images.compute()}
+        if self.hole_bpd.update_count:
+            figures["hole_bpd"] = self.hole_bpd.compute()
+        for metric in (self.bpd, self.hole_bpd, self.nonfinite, self.images):
+            metric.reset()
+        return figures

@@ -3,7 +3,7 @@
     python scripts/make_readme_images.py                        # train experiment=mnist_class (~5 min), then sample
     python scripts/make_readme_images.py --ckpt outputs/mnist_class/<run>/checkpoints/last.ckpt   # sample only
 
-It runs, as subprocesses, exactly the commands docs/SAMPLING.md shows:
+It runs, as subprocesses, exactly the commands the README's sampling section shows:
 
     python train.py experiment=mnist_class
     python sample.py ckpt_path=<ckpt> task=sample n=50 nrow=10
