@@ -16,9 +16,9 @@ test is the official test split (or, for image folders without ``test/`` and for
 ``test_fraction`` held out by ``seed``).
 
 Distributed: the Trainer is built with ``use_distributed_sampler=False`` and this module shards
-itself. Train uses a ``DistributedSampler`` (shuffled, ``drop_last``); Lightning calls its
-``set_epoch`` at the start of every epoch (``FitLoop.on_advance_start`` ->
-``_set_sampler_epoch``, whatever ``use_distributed_sampler`` says). Val/test use
+itself. Train uses ``ResumableSampler`` (a shuffled, ``drop_last`` DistributedSampler whose
+position is the global step, so resuming is exact; it assumes whole epochs, i.e. no
+``limit_train_batches``). Val/test use
 ``ShardSampler``: indices ``rank::world_size``, unpadded, so summing over ranks counts every
 image exactly once (a ``DistributedSampler`` would repeat images to even out the shards).
 """
@@ -332,31 +332,35 @@ class ShardSampler(Sampler[int]):
 
 
 class ResumableSampler(DistributedSampler):
-    """Shuffled, drop-last shards (as DistributedSampler) that can start part-way through an epoch.
+    """Shuffled, drop-last shards (as DistributedSampler) whose position is the global step.
 
-    ``resume_at(epoch, batches_done)`` skips the batches of that epoch already trained on before a
-    checkpoint; later epochs are whole. The length stays the full epoch's, so Lightning's epoch
-    accounting is unchanged: the resumed epoch just ends when the iterator does.
+    Every data epoch has exactly ``batches_per_epoch`` steps, so step ``s`` is batch
+    ``s % batches_per_epoch`` of data epoch ``s // batches_per_epoch`` (shuffled by seed + epoch).
+    Each ``iter()`` yields the rest of the current data epoch and moves on, so a run resumed at any
+    step (``start_at``) sees exactly the batches an uninterrupted run would. Lightning's own epoch
+    counter is not used (``set_epoch`` is a no-op): after a restore it can be off by one.
     """
 
     def __init__(self, dataset: Sized, world_size: int, rank: int, seed: int, batch_size: int):
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.batch_size = batch_size
-        self.resume_epoch: int | None = None
-        self.resume_batches = 0
+        self.next_step = 0
 
     @property
     def batches_per_epoch(self) -> int:
         return max(1, self.num_samples // self.batch_size)
 
-    def resume_at(self, epoch: int, batches_done: int) -> None:
-        self.resume_epoch, self.resume_batches = epoch, batches_done
-        self.set_epoch(epoch)
+    def start_at(self, global_step: int) -> None:
+        self.next_step = global_step
+
+    def set_epoch(self, epoch: int) -> None:  # the position comes from next_step instead
+        pass
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
-        if self.epoch == self.resume_epoch:
-            indices = indices[self.resume_batches * self.batch_size:]
+        data_epoch, skip = divmod(self.next_step, self.batches_per_epoch)
+        self.epoch = data_epoch
+        indices = list(super().__iter__())[skip * self.batch_size: self.batches_per_epoch * self.batch_size]
+        self.next_step = (data_epoch + 1) * self.batches_per_epoch
         return iter(indices)
 
 
@@ -585,13 +589,12 @@ class ImageDataModule(L.LightningDataModule):
             raise _not_allowed("batch_size", self.batch_size,
                                f"each of {world} process(es) needs a full batch but there are "
                                f"{len(dataset)} training images")
-        # One sampler for 1..N processes: the order is a pure function of (seed, epoch), and after a
-        # resume it starts where the checkpointed step left off, so a resumed run sees exactly the
-        # batches an uninterrupted run would have. Lightning calls set_epoch at every epoch start.
+        # One sampler for 1..N processes: the order is a pure function of (seed, global step), so a
+        # resumed run sees exactly the batches an uninterrupted run would have.
         sampler = ResumableSampler(dataset, world, rank, self.seed, self.batch_size)
         trainer = self._trainer_or_none()
-        if trainer is not None and trainer.global_step > 0:
-            sampler.resume_at(trainer.current_epoch, trainer.global_step % sampler.batches_per_epoch)
+        if trainer is not None:
+            sampler.start_at(trainer.global_step)
         return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
 
     def _trainer_or_none(self):

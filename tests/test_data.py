@@ -110,33 +110,22 @@ def test_loaders_shard_themselves_under_a_world_of_two(monkeypatch):
     assert len(test.sampler) == len(range(1, len(dm.test_set), 2))
 
 
-@pytest.mark.slow
-def test_lightning_calls_set_epoch_on_our_train_sampler(monkeypatch):
-    """With use_distributed_sampler=False Lightning still calls set_epoch at each epoch start."""
-    import lightning as L
+def test_train_sampler_position_is_the_global_step():
+    """Each epoch is a fresh shuffle; starting at step k gives exactly the rest of an uninterrupted stream."""
+    from glow.data import ResumableSampler
 
-    class Tiny(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(28 * 28, 1)
-
-        def training_step(self, batch, _):
-            return self.layer(batch[0].flatten(1).float() / 255).mean()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    dm = ImageDataModule("digits", batch_size=32)
-    monkeypatch.setattr(dm, "_dist_info", lambda: (0, 2))  # a DistributedSampler in one process
-    epochs = []
-    monkeypatch.setattr(DistributedSampler, "set_epoch", lambda self, e: epochs.append(e))
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=3, limit_train_batches=2,
-                        limit_val_batches=0, use_distributed_sampler=False, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.fit(Tiny(), datamodule=dm)
-    assert isinstance(trainer.train_dataloader.sampler, DistributedSampler)
-    assert epochs == [0, 1, 2]
+    data = list(range(40))
+    straight = ResumableSampler(data, 1, 0, seed=3, batch_size=4)  # 10 batches per epoch
+    stream = [i for _ in range(3) for i in straight]
+    assert len(stream) == 120 and stream[:40] != stream[40:80] and sorted(stream[:40]) == data
+    for step in (0, 7, 10, 23):
+        resumed = ResumableSampler(data, 1, 0, seed=3, batch_size=4)
+        resumed.start_at(step)
+        tail = [i for _ in range(3) for i in resumed]
+        assert tail[: 120 - 4 * step] == stream[4 * step:], step
+    # two ranks: disjoint shards of the same shuffle
+    ranks = [list(ResumableSampler(data, 2, r, seed=3, batch_size=4)) for r in (0, 1)]
+    assert not set(ranks[0]) & set(ranks[1]) and len(ranks[0]) == len(ranks[1]) == 20
 
 
 # ----------------------------------------------------------------------------- digits
