@@ -32,7 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm import tqdm
 
 from glow import sampling
-from glow.config import ConfigError
+from glow.config import ConfigError, exit_with_config_error, unwrap
 from glow.data import fit_size, read_image
 from glow.inpaint import METHODS
 from glow.masks import MASK_KINDS, make_mask
@@ -169,10 +169,6 @@ def check_model(cfg: DictConfig, model: Glow) -> None:
 
 
 # -- real images -------------------------------------------------------------------------------
-def _unwrap(err: BaseException) -> BaseException:
-    while isinstance(err, InstantiationException) and err.__cause__ is not None:
-        err = err.__cause__
-    return err
 
 
 def datamodule(cfg: DictConfig, model: Glow):
@@ -182,7 +178,7 @@ def datamodule(cfg: DictConfig, model: Glow):
         dm.prepare_data()
         dm.setup()
     except (ValueError, FileNotFoundError, RuntimeError, InstantiationException) as err:
-        err = _unwrap(err)
+        err = unwrap(err)
         if isinstance(err, (ValueError, FileNotFoundError, RuntimeError)):
             raise ConfigError(str(err).strip().splitlines()[0]) from err
         raise
@@ -377,9 +373,6 @@ def output_name(cfg: DictConfig) -> str:
 
 
 # -- entry -------------------------------------------------------------------------------------
-def config_error(err: ConfigError):
-    print(f"config error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
-    raise SystemExit(2) from None
 
 
 def run(cfg: DictConfig) -> dict:
@@ -394,7 +387,7 @@ def run(cfg: DictConfig) -> dict:
         n = cfg.n or DEFAULT_N[cfg.task]
         images, nrow, summary = TASK_FUNCTIONS[cfg.task](cfg, model, n, generator)
     except ConfigError as err:
-        config_error(err)
+        exit_with_config_error(err)
 
     images, bad = sampling.blank_nonfinite(images)
     path = Path(cfg.paths.output_dir) / output_name(cfg)

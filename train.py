@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -23,11 +22,10 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from glow.config import ConfigError, validate_image_size, validate_train
+from glow.config import ConfigError, exit_with_config_error, unwrap, validate_image_size, validate_train
 
 log = logging.getLogger("train")
 
@@ -56,24 +54,13 @@ def build(cfg: DictConfig):
     return datamodule, module, trainer
 
 
-def config_error_line(err: BaseException) -> str | None:
-    """The one-line message of a bad config value, also when hydra.instantiate wrapped it."""
-    while isinstance(err, InstantiationException) and err.__cause__ is not None:
-        err = err.__cause__
-    if isinstance(err, (ConfigError, ValueError, FileNotFoundError)):
-        return str(err).strip().splitlines()[0]
-    return None
-
-
 def build_or_exit(cfg: DictConfig):
     try:
         return build(cfg)
     except Exception as err:  # a bad config value: one line, before any work, exit code 2
-        line = config_error_line(err)
-        if line is None:
+        if not isinstance(unwrap(err), (ConfigError, ValueError, FileNotFoundError)):
             raise
-        print(f"config error: {line}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_config_error(err)
 
 
 def save_final_checkpoint(trainer: L.Trainer) -> None:

@@ -4,8 +4,11 @@ the value and what is allowed. train.py, evaluate.py and sample.py call ``valida
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import NoReturn
 
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from glow.flows.coupling import COUPLINGS, MASKS
@@ -17,6 +20,20 @@ PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "16-mixed", "bf16-true",
 
 class ConfigError(ValueError):
     """A bad config value; its message is one line."""
+
+
+def unwrap(err: BaseException) -> BaseException:
+    """The error behind hydra.instantiate's wrapper (it wraps what the target raised)."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def exit_with_config_error(err: BaseException | str) -> NoReturn:
+    """Print ``config error: <one line>`` to stderr and exit with code 2 (used by every entry point)."""
+    message = err if isinstance(err, str) else str(unwrap(err)).strip()
+    print(f"config error: {message.splitlines()[0] if message else type(err).__name__}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _fail(key: str, value, allowed: str) -> None:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from glow.config import ConfigError, validate_ckpt_path  # noqa: E402
+from glow.config import ConfigError, exit_with_config_error, validate_ckpt_path  # noqa: E402
 from glow.module import GlowModule  # noqa: E402
 
 
@@ -30,15 +30,13 @@ def evaluate(cfg: DictConfig) -> dict:
             raise ConfigError(f"split={cfg.split!r} is not allowed: use test or val")
         datamodule = instantiate(cfg.data)
     except (ConfigError, ValueError) as err:
-        print(f"config error: {str(err).splitlines()[0]}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_config_error(err)
     module = GlowModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
     if not cfg.use_ema:
         module.ema = None
     if tuple(module.model.image_shape) != tuple(datamodule.image_shape):
-        print(f"config error: data image shape {datamodule.image_shape} does not match the checkpoint's "
-              f"{tuple(module.model.image_shape)}: pick the data config it was trained on", file=sys.stderr)
-        raise SystemExit(2)
+        exit_with_config_error(f"data image shape {datamodule.image_shape} does not match the checkpoint's "
+              f"{tuple(module.model.image_shape)}: pick the data config it was trained on")
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     run = trainer.test if cfg.split == "test" else trainer.validate
     metrics = run(module, datamodule=datamodule, verbose=False)[0]

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from glow.config import ConfigError, validate_ckpt_path  # noqa: E402
+from glow.config import ConfigError, exit_with_config_error, validate_ckpt_path  # noqa: E402
 from glow.inpaint import METHODS, completions_uint8, inpaint  # noqa: E402
 from glow.masks import MASK_KINDS, make_mask  # noqa: E402
 from glow.model import Glow  # noqa: E402
@@ -89,8 +89,7 @@ def evaluate(cfg: DictConfig) -> dict:
                 raise ConfigError(f"{key}={cfg[key]!r} is not allowed: use a positive integer")
         datamodule = instantiate(cfg.data)
     except (ConfigError, ValueError) as err:
-        print(f"config error: {str(err).splitlines()[0]}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_config_error(err)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     model = load(cfg.ckpt_path, use_ema=cfg.use_ema).to(device)
@@ -98,9 +97,8 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("test")
     if tuple(datamodule.image_shape) != tuple(model.image_shape):
-        print(f"config error: data image shape {datamodule.image_shape} does not match the checkpoint's "
-              f"{tuple(model.image_shape)}", file=sys.stderr)
-        raise SystemExit(2)
+        exit_with_config_error(f"data image shape {datamodule.image_shape} does not match the checkpoint's "
+              f"{tuple(model.image_shape)}")
     test = all_images(datamodule.test_set, cfg.n_images)
     h, w = test.shape[-2:]
     fraction = cfg.mask_size / h if cfg.mask == "center" and cfg.mask_size else cfg.center_fraction
