@@ -74,7 +74,7 @@ def save_final_checkpoint(trainer: L.Trainer) -> None:
 
 
 def run(cfg: DictConfig) -> dict:
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module, trainer = build_or_exit(cfg)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
