@@ -8,6 +8,10 @@ finest first; the last level's output is z_L under the top prior. Hence
 
     log p(x) = sum_i log p(z_i | h_i) + log p(z_L) + log|det dz/dx|.
 
+The coupling networks, priors and zero layers are openai/glow's (see glow.nets): inner ActNorm in
+every coupling network, exp(3 * logs)-scaled zero layers, a per-channel learned top prior. Each can
+be switched off for ablations (``inner_actnorm``, ``zero_logscale``, ``learn_top_per_position``).
+
 Conditioning (``conditional``): ``"class"`` passes integer labels to every prior (Glow's ycond),
 optionally with a classification head on the top latent (``class_head``: a linear layer on z_L
 averaged over space, giving logits; trained by the module's ``classifier_weight``); ``"image"``
@@ -29,7 +33,7 @@ from glow.flows.coupling import COUPLINGS, MASKS, Coupling
 from glow.flows.permute import Reverse, Shuffle
 from glow.flows.split import Split
 from glow.flows.squeeze import Squeeze
-from glow.nets import ConditionEncoder
+from glow.nets import ConditionEncoder, freeze_output_logscales
 from glow.priors import TopPrior, gaussian_log_prob, gaussian_sample
 
 PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
@@ -57,7 +61,8 @@ class Glow(nn.Module):
                  hidden_channels: int = 512, coupling: str = "affine", permutation: str = "conv_lu",
                  mask: str = "channel", actnorm: bool = True, learn_top: bool = True, final_scaling: bool = False,
                  spline_bins: int = 8, spline_tail_bound: float = 3.0, conditional: str | None = None,
-                 num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False):
+                 num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False,
+                 inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
@@ -102,7 +107,7 @@ class Glow(nn.Module):
                 layers.append(_permutation(permutation, channels, seed=seed + 1000 * level + step))
                 layers.append(Coupling(channels, hidden_channels, coupling, mask, parity=step % 2,
                                        cond_channels=feature_channels, spline_bins=spline_bins,
-                                       spline_tail_bound=spline_tail_bound))
+                                       spline_tail_bound=spline_tail_bound, inner_actnorm=inner_actnorm))
             if level == levels - 1:
                 if final_scaling:
                     layers.append(DiagonalScale((channels, h, w)))
@@ -113,12 +118,14 @@ class Glow(nn.Module):
                 self.latent_shapes.append((split.factored, h, w))
                 channels = split.kept
             self.levels.append(FlowSequence(layers))
-        self.top_prior = TopPrior((channels, h, w), learn_top, classes, feature_channels)
+        self.top_prior = TopPrior((channels, h, w), learn_top, classes, feature_channels, learn_top_per_position)
         # Glow's ycond classifier: logits from the spatially averaged top latent (not part of log_prob)
         self.class_head = nn.Linear(channels, classes) if class_head else None
         if self.class_head is not None:  # zero-init, as Glow's linear_zeros: uniform logits at the start
             nn.init.zeros_(self.class_head.weight)
             nn.init.zeros_(self.class_head.bias)
+        if not zero_logscale:
+            freeze_output_logscales(self)
 
     # -- conditioning -----------------------------------------------------------------------
     @staticmethod

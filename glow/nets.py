@@ -1,6 +1,14 @@
 """Neural networks inside the flow: coupling networks and the inpainting condition encoder.
 
-They need not be invertible; the flow layers around them are.
+They need not be invertible; the flow layers around them are. The parameterisation is openai/glow's:
+
+* ``ZeroConv2d`` / ``ZeroLinear``: zero-initialised output layers whose output is multiplied by
+  exp(3 * logs), with a learned per-channel ``logs`` starting at 0 (openai's ``logscale_factor=3``).
+  The factor 3 lets the output scale move three times faster than a plain bias would, which is what
+  lets zero-initialised couplings and priors leave the identity quickly.
+* ``CouplingNet``: conv3x3 -> ActNorm -> ReLU -> conv1x1 -> ActNorm -> ReLU -> ZeroConv2d. The
+  hidden convs have no bias (ActNorm's loc replaces it) and their ActNorms are data-initialised by
+  ``Glow.initialize`` in the same pass as the flow's own ActNorms, rank-synced under DDP.
 """
 
 from __future__ import annotations
@@ -9,39 +17,102 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from glow.flows.actnorm import ActNorm
 
-class ZeroConv2d(nn.Conv2d):
-    """A 3x3 convolution that starts at exactly zero, so each coupling starts as the identity."""
+LOGSCALE_FACTOR = 3.0
 
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, kernel_size=3, padding=1)
-        nn.init.zeros_(self.weight)
-        nn.init.zeros_(self.bias)
+
+class ZeroConv2d(nn.Module):
+    """y = (conv3x3(x) + b) * exp(3 * logs), with weight, bias and logs all starting at zero."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=kernel_size, padding=kernel_size // 2)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.logs = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        return y * torch.exp(LOGSCALE_FACTOR * self.logs).to(y.dtype)
+
+
+class ZeroLinear(nn.Module):
+    """openai's linear_zeros: y = (W x + b) * exp(3 * logs), everything starting at zero."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.logs = nn.Parameter(torch.zeros(out_features))
+
+    @property
+    def in_features(self) -> int:
+        return self.linear.in_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.linear(x)
+        return y * torch.exp(LOGSCALE_FACTOR * self.logs).to(y.dtype)
+
+
+class ZeroBias(nn.Module):
+    """A zero conv applied to zeros (openai's ``learntop``): per-channel b * exp(3 * logs).
+
+    ``spatial_shape=(h, w)`` gives one bias per position instead (not Glow; kept as an ablation).
+    """
+
+    def __init__(self, channels: int, spatial_shape: tuple[int, int] = (1, 1)):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, *spatial_shape))
+        self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self) -> Tensor:
+        return self.bias * torch.exp(LOGSCALE_FACTOR * self.logs)
+
+
+class _ActNormConv(nn.Module):
+    """conv (no bias) -> ActNorm -> ReLU: one hidden layer of Glow's coupling network."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, inner_actnorm: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
+                              bias=not inner_actnorm)
+        nn.init.normal_(self.conv.weight, std=0.05)  # openai's default_initializer
+        if self.conv.bias is not None:
+            nn.init.zeros_(self.conv.bias)
+        self.norm = ActNorm(out_channels) if inner_actnorm else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv(x)
+        if self.norm is not None:
+            h, _ = self.norm(h)
+        return F.relu(h)
 
 
 class CouplingNet(nn.Module):
-    """conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-init conv3x3, as in Glow (without its inner ActNorm).
+    """conv3x3 -> ActNorm -> ReLU -> conv1x1 -> ActNorm -> ReLU -> ZeroConv2d, as in Glow.
 
     An optional condition feature map (same height and width) is concatenated to the input.
+    ``inner_actnorm=False`` gives biased hidden convs without ActNorm (the ablation).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, cond_channels: int = 0):
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, cond_channels: int = 0,
+                 inner_actnorm: bool = True):
         super().__init__()
         self.cond_channels = cond_channels
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels + cond_channels, hidden_channels, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden_channels, hidden_channels, kernel_size=1),
-            nn.ReLU(inplace=True),
-            ZeroConv2d(hidden_channels, out_channels),
+        self.hidden = nn.Sequential(
+            _ActNormConv(in_channels + cond_channels, hidden_channels, 3, inner_actnorm),
+            _ActNormConv(hidden_channels, hidden_channels, 1, inner_actnorm),
         )
+        self.out = ZeroConv2d(hidden_channels, out_channels)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         if self.cond_channels:
             if cond is None:
                 raise ValueError("this coupling network is conditional: pass the condition features as cond")
             x = torch.cat([x, cond.to(x.dtype)], dim=1)
-        return self.body(x)
+        return self.out(self.hidden(x))
 
 
 class ConditionEncoder(nn.Module):
@@ -68,6 +139,13 @@ class ConditionEncoder(nn.Module):
             h = block(h)
             features.append(h)
         return features
+
+
+def freeze_output_logscales(module: nn.Module) -> None:
+    """Ablation: every zero layer's ``logs`` frozen at 0, i.e. a plain zero-initialised layer."""
+    for m in module.modules():
+        if isinstance(m, (ZeroConv2d, ZeroLinear, ZeroBias)):
+            m.logs.requires_grad_(False)
 
 
 def resize_like(features: Tensor, reference: Tensor) -> Tensor:

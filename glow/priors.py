@@ -1,12 +1,14 @@
 """Gaussian priors on the latents, all evaluated in float32 (or float64) even under autocast.
 
-* ``TopPrior``: a diagonal Gaussian on the last level's latent. Its mean and log-std are a learned
-  tensor (Glow's ``learntop``), optionally plus a linear function of a one-hot class label (Glow's
-  ``ycond``) or a zero-init conv of condition features. Without any of those it is N(0, I).
+* ``TopPrior``: a diagonal Gaussian on the last level's latent. Its mean and log-std are learned per
+  channel (Glow's ``learntop``: a zero conv applied to zeros, so constant over positions), optionally
+  plus a zero-init linear function of a one-hot class label (Glow's ``ycond``) or a zero-init conv
+  of condition features. Without any of those it is N(0, I).
 * ``SplitPrior``: the conditional Gaussian p(z_i | h_i) on the half factored out at a split, whose
   mean and log-std come from a zero-init conv on the kept half (plus the same optional conditioning).
 
-Every learned part starts at zero, i.e. at N(0, I). Sampling at temperature T scales the std by T.
+Every learned part starts at zero, i.e. at N(0, I), and scales its output by exp(3 * logs) as
+openai/glow does (glow.nets.ZeroConv2d / ZeroLinear / ZeroBias). Sampling at temperature T scales the std by T.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glow.flows.base import full_precision, logdet_dtype, sum_except_batch
-from glow.nets import ZeroConv2d, resize_like
+from glow.nets import ZeroBias, ZeroConv2d, ZeroLinear, resize_like
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -42,10 +44,7 @@ class _ConditionalGaussian(nn.Module):
     def __init__(self, channels: int, num_classes: int = 0, cond_channels: int = 0):
         super().__init__()
         self.channels = channels
-        self.class_embedding = nn.Linear(num_classes, 2 * channels) if num_classes else None
-        if self.class_embedding is not None:
-            nn.init.zeros_(self.class_embedding.weight)
-            nn.init.zeros_(self.class_embedding.bias)
+        self.class_embedding = ZeroLinear(num_classes, 2 * channels) if num_classes else None
         self.feature_conv = ZeroConv2d(cond_channels, 2 * channels) if cond_channels else None
 
     def _add_conditioning(self, h: Tensor, labels: Tensor | None, features: Tensor | None) -> Tensor:
@@ -67,10 +66,12 @@ class _ConditionalGaussian(nn.Module):
 
 
 class TopPrior(_ConditionalGaussian):
-    def __init__(self, shape: tuple[int, int, int], learn: bool = True, num_classes: int = 0, cond_channels: int = 0):
+    def __init__(self, shape: tuple[int, int, int], learn: bool = True, num_classes: int = 0, cond_channels: int = 0,
+                 per_position: bool = False):
         super().__init__(shape[0], num_classes, cond_channels)
         self.shape = tuple(shape)
-        self.learned = nn.Parameter(torch.zeros(1, 2 * shape[0], *shape[1:])) if learn else None
+        spatial = tuple(shape[1:]) if per_position else (1, 1)
+        self.learned = ZeroBias(2 * shape[0], spatial) if learn else None
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
     def params(self, batch: int, labels: Tensor | None = None, features: Tensor | None = None
@@ -79,7 +80,7 @@ class TopPrior(_ConditionalGaussian):
         with full_precision(anchor):
             h = anchor.new_zeros(batch, 2 * self.channels, *self.shape[1:], dtype=logdet_dtype(anchor))
             if self.learned is not None:
-                h = h + self.learned.to(h.dtype)
+                h = h + self.learned().to(h.dtype)
             h = self._add_conditioning(h, labels, features)
         return self._mean_log_std(h)
 

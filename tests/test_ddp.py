@@ -23,6 +23,7 @@ def test_ddp_two_cpu_processes(tmp_path, synthetic_folder):
     rank0 = torch.load(tmp_path / "actnorm_rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "actnorm_rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys() and len(rank0) > 0
+    assert any(".net." in name for name in rank0), "the coupling networks' inner ActNorms were not compared"
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
         assert rank0[name].abs().max() > 0, "ActNorm was not initialised"

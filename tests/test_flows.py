@@ -102,7 +102,7 @@ def test_spline_coupling_monotone_beyond_tail_bound():
     y, _ = layer(x)
     assert (y[1:, 1, 0, 0] - y[:-1, 1, 0, 0]).min() > 0
     x_rec, _ = layer.inverse(y)
-    assert (x_rec - x).abs().max() < 1e-10
+    assert (x_rec - x).abs().max() < 1e-9  # perturbed exp(3*logs) output scales make the spline steep
 
 
 def test_actnorm_data_dependent_init_and_persistent_flag():

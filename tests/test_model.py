@@ -10,6 +10,7 @@ import torch
 
 from glow import Glow
 from glow.flows.actnorm import ActNorm
+from glow.nets import CouplingNet, ZeroBias, ZeroConv2d, ZeroLinear
 from glow.model import PERMUTATIONS
 from glow.flows.coupling import COUPLINGS
 from tests.helpers import jacobian_logdet, perturb
@@ -126,12 +127,16 @@ def test_initialize_normalises_actnorm_outputs_and_is_a_no_op_after():
     model = small(shape=(1, 8, 8))
     x = torch.rand(64, 1, 8, 8) * 0.5 + 0.1
     outputs = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: outputs.append(out[0]))
-             for m in model.modules() if isinstance(m, ActNorm)]
+    actnorms = [m for m in model.modules() if isinstance(m, ActNorm)]
+    inner = [m for m in actnorms if any(m is n for c in model.modules() if isinstance(c, CouplingNet)
+                                        for n in c.modules())]
+    assert len(actnorms) == 12 and len(inner) == 8  # 4 flow steps, each with 2 inside its coupling net
+    assert all(not bool(m.initialized) for m in actnorms)
+    hooks = [m.register_forward_hook(lambda mod, inp, out: outputs.append(out[0])) for m in actnorms]
     assert model.initialize(x) is True
     for h in hooks:
         h.remove()
-    assert len(outputs) == 4
+    assert len(outputs) == 12  # every ActNorm, the coupling nets' own included, saw the init batch
     for out in outputs:
         assert out.mean(dim=(0, 2, 3)).abs().max() < 1e-3
         assert (out.std(dim=(0, 2, 3), unbiased=False) - 1).abs().max() < 1e-2
@@ -170,3 +175,64 @@ def test_bad_arguments_give_one_line_errors(kwargs, message):
     with pytest.raises(ValueError) as err:
         small(**kwargs)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# -- openai/glow's parameterisation: zero layers with exp(3 * logs), per-channel learned top ------------
+def test_zero_layers_output_exactly_zero_at_init():
+    torch.manual_seed(0)
+    conv, linear, bias = ZeroConv2d(5, 6), ZeroLinear(4, 6), ZeroBias(6)
+    assert torch.equal(conv(torch.randn(3, 5, 4, 4)), torch.zeros(3, 6, 4, 4))
+    assert torch.equal(linear(torch.randn(3, 4)), torch.zeros(3, 6))
+    assert torch.equal(bias(), torch.zeros(1, 6, 1, 1))
+    with torch.no_grad():  # the output scale is exp(3 * logs): logs = ln(2)/3 doubles the output
+        conv.conv.bias.fill_(1.0)
+        conv.logs.fill_(math.log(2.0) / 3)
+    assert torch.allclose(conv(torch.zeros(1, 5, 2, 2)), torch.full((1, 6, 2, 2), 2.0))
+
+
+def _train_a_few_steps(model, steps=5):
+    torch.manual_seed(1)
+    x = torch.rand(16, 2, 8, 8) - 0.5
+    model.initialize(x)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        (-model.log_prob(x).mean()).backward()
+        opt.step()
+
+
+def test_every_zero_layer_logs_is_trained():
+    model = small()
+    zero_layers = [m for m in model.modules() if isinstance(m, (ZeroConv2d, ZeroLinear, ZeroBias))]
+    # 4 coupling nets + 1 split prior + the learned top
+    assert len(zero_layers) == 6 and all(torch.equal(m.logs, torch.zeros_like(m.logs)) for m in zero_layers)
+    _train_a_few_steps(model)
+    assert all(m.logs.abs().max() > 1e-4 for m in zero_layers)
+
+
+def test_zero_logscale_ablation_freezes_logs():
+    model = small(zero_logscale=False)
+    _train_a_few_steps(model)
+    logs = [m.logs for m in model.modules() if isinstance(m, (ZeroConv2d, ZeroLinear, ZeroBias))]
+    assert logs and all(torch.equal(t, torch.zeros_like(t)) for t in logs)
+
+
+@pytest.mark.parametrize("per_position", [False, True])
+def test_top_prior_is_per_channel(per_position):
+    model = small(learn_top_per_position=per_position)
+    _train_a_few_steps(model)
+    mean, log_std = model.top_prior.params(2)
+    assert mean.shape == (2, 16, 2, 2)
+    spread = (mean - mean[..., :1, :1]).abs().amax() + (log_std - log_std[..., :1, :1]).abs().amax()
+    assert log_std.abs().max() > 1e-4  # it was trained
+    if per_position:  # the ablation really varies over positions, so the check above can fail
+        assert spread > 1e-5
+    else:
+        assert spread == 0
+
+
+def test_inner_actnorm_ablation_has_biased_hidden_convs():
+    model = small(inner_actnorm=False)
+    nets = [m for m in model.modules() if isinstance(m, CouplingNet)]
+    assert nets and not any(isinstance(m, ActNorm) for n in nets for m in n.modules())
+    assert all(layer.conv.bias is not None for n in nets for layer in n.hidden)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from glow.flows.base import Flow, sum_except_batch
 from glow.flows.spline import rational_quadratic_spline
-from glow.nets import CouplingNet
+from glow import nets  # a module reference: glow.nets imports ActNorm from this package
 
 COUPLINGS = ("additive", "affine", "spline")
 MASKS = ("channel", "checkerboard")
@@ -36,7 +36,8 @@ def checkerboard(height: int, width: int, parity: int, device=None, dtype=None) 
 
 class Coupling(Flow):
     def __init__(self, channels: int, hidden_channels: int, transform: str = "affine", mask: str = "channel",
-                 parity: int = 0, cond_channels: int = 0, spline_bins: int = 8, spline_tail_bound: float = 3.0):
+                 parity: int = 0, cond_channels: int = 0, spline_bins: int = 8, spline_tail_bound: float = 3.0,
+                 inner_actnorm: bool = True):
         super().__init__()
         if transform not in COUPLINGS:
             raise ValueError(f"coupling={transform!r} is not allowed: use one of {', '.join(COUPLINGS)}")
@@ -50,7 +51,8 @@ class Coupling(Flow):
         self.split = channels // 2
         transformed = channels - self.split if mask == "channel" else channels
         conditioner = self.split if mask == "channel" else channels
-        self.net = CouplingNet(conditioner, transformed * self.params_per_dim, hidden_channels, cond_channels)
+        self.net = nets.CouplingNet(conditioner, transformed * self.params_per_dim, hidden_channels, cond_channels,
+                                    inner_actnorm)
 
     # -- the elementwise map g and its log-derivative ------------------------------------------
     def _elementwise(self, xb: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
