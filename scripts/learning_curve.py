@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import hydra
@@ -41,7 +43,11 @@ def run_one(cfg: DictConfig, variant: str, seed: int, runs: Path) -> list[dict]:
                f"hydra.run.dir={run_dir}", "+callbacks.curve._target_=glow.curve.TestCurve",
                f"+callbacks.curve.eval_steps={steps}", f"+callbacks.curve.output={curve}"]
     print(f"== {variant} seed {seed}: {' '.join(command[2:])}", flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
+    env = dict(os.environ)
+    if cfg.jobs > 1:  # parallel runs: one thread each, so they do not fight over the cores
+        env["OMP_NUM_THREADS"] = "1"
+    with (run_dir.parent / f"{variant}_seed{seed}.log").open("w") as log:
+        subprocess.run(command, cwd=REPO, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     (run_dir / "done").touch()
     return [json.loads(line) for line in curve.read_text().splitlines()]
 
@@ -88,10 +94,12 @@ def main(cfg: DictConfig) -> None:
     if not output.is_absolute():
         output = Path(hydra.utils.get_original_cwd()) / output
     runs = output.parent / f"{output.name}_runs"
-    rows = []
-    for seed in cfg.seeds:  # seed-major: an interrupted sweep still has every variant at the first seeds
-        for variant in cfg.variants:
-            rows += [dict(variant=variant, seed=seed, **r) for r in run_one(cfg, variant, int(seed), runs)]
+    runs.mkdir(parents=True, exist_ok=True)
+    # seed-major: an interrupted sweep still has every variant at the first seeds
+    jobs = [(variant, int(seed)) for seed in cfg.seeds for variant in cfg.variants]
+    with ThreadPoolExecutor(max_workers=max(1, int(cfg.jobs))) as pool:
+        curves = list(pool.map(lambda job: run_one(cfg, *job, runs), jobs))
+    rows = [dict(variant=v, seed=s, **r) for (v, s), curve in zip(jobs, curves) for r in curve]
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     with output.with_suffix(".csv").open("w", newline="") as f:
