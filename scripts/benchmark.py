@@ -28,7 +28,7 @@ from glow.model import Glow  # noqa: E402
 from glow.quantize import bits_per_dim  # noqa: E402
 
 DEFAULTS = OmegaConf.create({
-    "variants": "coupling",          # coupling | permutation | precision | none
+    "variants": "coupling",          # coupling | permutation | precision | parameterisation | none
     "image_shape": [1, 32, 32], "batch_size": 64, "steps": 10, "warmup": 3, "device": "cpu",
     "precision": "fp32", "threads": 0, "out": "outputs/benchmark",
     "model": {"levels": 3, "steps": 8, "hidden_channels": 64, "coupling": "affine", "permutation": "conv_lu"},
@@ -37,6 +37,9 @@ VARIANTS = {
     "coupling": [{"model.coupling": c} for c in ("additive", "affine", "spline")],
     "permutation": [{"model.permutation": p} for p in ("reverse", "shuffle", "conv", "conv_lu")],
     "precision": [{"precision": p} for p in ("fp32", "bf16")],
+    # Glow's parameterisation vs the earlier one (no inner ActNorm, plain zero layers, per-position top)
+    "parameterisation": [{"model.inner_actnorm": False, "model.zero_logscale": False,
+                          "model.learn_top_per_position": True}, {}, {"model.inner_actnorm": False}],
     "none": [{}],
 }
 
