@@ -34,9 +34,10 @@ class PreemptionCheckpoint(L.Callback):
     def install(self) -> None:
         for s in SIGNALS:
             try:
-                self._previous[s] = signal.signal(s, self._handle)
+                previous = signal.signal(s, self._handle)
             except ValueError:  # not the main thread (e.g. some test runners): leave signals alone
                 return
+            self._previous.setdefault(s, previous)
 
     def uninstall(self) -> None:
         for s, previous in self._previous.items():
@@ -58,6 +59,9 @@ class PreemptionCheckpoint(L.Callback):
     # -- Lightning hooks ---------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, module) -> None:
         self.training = True
+        # Lightning's signal connector installed its own SIGTERM handler at fit start (it raises,
+        # and the process then exits 1 without a checkpoint); ours takes over for the training loop.
+        self.install()
 
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx: int) -> None:
         flag = self.signum is not None

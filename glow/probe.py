@@ -29,7 +29,8 @@ def probe(path: str) -> tuple[int, int] | str:
             return h, w
     # decoders raise OSError, SyntaxError, ValueError, zlib.error...: every one means "unreadable"
     except Exception as err:
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+        text = str(err).splitlines()[0].replace(repr(path), "the file").replace(path, "the file") if str(err) else ""
+        return f"{type(err).__name__}: {text}".rstrip(": ")
 
 
 def probe_all(paths: Sequence[str], what: str = "images") -> list[tuple[int, int] | str]:

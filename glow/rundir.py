@@ -17,8 +17,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from glow.config import ConfigError
-
 
 def run_id() -> str:
     if not os.environ.get("GLOW_RUN_ID"):
@@ -44,6 +42,8 @@ def is_rank_zero() -> bool:
 def resolve_ckpt_path(ckpt_path, output_dir: str | Path):
     """``ckpt_path=last`` -> this run directory's checkpoints/last.ckpt; a used directory without a
     ckpt_path -> ConfigError. Returns the checkpoint path to use (or None)."""
+    from glow.config import ConfigError  # imported here: run_id() must stay cheap to import
+
     checkpoints = Path(output_dir) / "checkpoints"
     if ckpt_path == "last":
         last = checkpoints / "last.ckpt"
