@@ -6,15 +6,22 @@
     python train.py trainer.precision=bf16-mixed logger=csv
     python train.py ckpt_path=outputs/mnist/<run>/checkpoints/last.ckpt    # resume exactly
     python train.py -m model.coupling=additive,affine,spline                # a sweep (multirun)
+    python train.py hydra.run.dir=<run dir> ckpt_path=last                  # resume that directory's last.ckpt
 
-Each run directory (outputs/<task>/<time>/) gets checkpoints/{last,best-*}.ckpt, samples/*.png,
+Exit codes: 0 done; 2 a bad config value or checkpoint (one line, nothing written); 3 diverged;
+143 / 138 / 130 stopped by SIGTERM / SIGUSR1 / SIGINT after writing a resumable last.ckpt.
+
+Each run directory (outputs/<task>/<time>_<run id>/, unique per run) gets checkpoints/{last,best-*}.ckpt, samples/*.png,
 wandb/ (offline) and results.json with the test bits/dim over the whole test split.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +32,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from glow.checkpoints import SafeCheckpointIO, atomic_write_bytes, check_model_config, read_checkpoint
 from glow.config import ConfigError, exit_with_config_error, unwrap, validate_image_size, validate_train
+from glow.divergence import Diverged
+from glow.model import Glow
+from glow.preempt import PreemptionCheckpoint
+from glow.rundir import register_resolver, resolve_ckpt_path
+
+register_resolver()  # ${run_id:} in conf/train.yaml's hydra.run.dir
 
 log = logging.getLogger("train")
 
@@ -48,10 +62,25 @@ def build(cfg: DictConfig):
         model_config["num_classes"] = datamodule.num_classes
     # plain values only: the checkpoint then rebuilds the model and loads with weights_only=True
     module = instantiate(cfg.module, model_config=model_config, _convert_="all")
+    checkpoint_dir = Path(cfg.paths.output_dir) / "checkpoints"
+    checkpoint_io = SafeCheckpointIO(checkpoint_dir)
+    if cfg.get("ckpt_path"):  # read and checked here, before any work; Lightning reuses this copy
+        checkpoint = read_checkpoint(cfg.ckpt_path)
+        check_model_config(checkpoint, model_config, cfg.ckpt_path, defaults=_glow_defaults())
+        checkpoint_io.preloaded[str(cfg.ckpt_path)] = checkpoint
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    for c in callbacks:
+        if type(c).__name__ == "ModelCheckpoint":  # a plain one would trust restored paths
+            raise ConfigError(f"callbacks: use glow.checkpoint_callbacks.SafeModelCheckpoint, not {type(c).__module__}."
+                              f"ModelCheckpoint (it restores file paths from the checkpoint and deletes them)")
+    callbacks.append(PreemptionCheckpoint(checkpoint_dir))
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[checkpoint_io])
     return datamodule, module, trainer
+
+
+def _glow_defaults() -> dict:
+    return {k: p.default for k, p in inspect.signature(Glow).parameters.items() if p.default is not p.empty}
 
 
 def build_or_exit(cfg: DictConfig):
@@ -69,22 +98,57 @@ def save_final_checkpoint(trainer: L.Trainer) -> None:
     if callback is None or trainer.fast_dev_run or not callback.dirpath:
         return
     path = Path(callback.dirpath) / "last.ckpt"
-    trainer.save_checkpoint(path)  # every rank calls it; only rank 0 writes
+    trainer.save_checkpoint(path, weights_only=False)  # every rank calls it; only rank 0 writes (atomically)
     callback.last_model_path = str(path)
+
+
+def finite_or_null(results: dict) -> dict:
+    """JSON has no NaN: a non-finite figure becomes null, and ``nonfinite_figures`` names them."""
+    bad = [k for k, v in results.items() if isinstance(v, float) and not math.isfinite(v)]
+    out = {k: (None if k in bad else v) for k, v in results.items()}
+    if bad:
+        out["nonfinite_figures"] = bad
+    return out
+
+
+def write_results(cfg: DictConfig, results: dict) -> Path:
+    path = Path(cfg.paths.output_dir) / "results.json"
+    atomic_write_bytes((json.dumps(finite_or_null(results), indent=2, allow_nan=False) + "\n").encode(), path)
+    return path
 
 
 def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    try:
+        cfg.ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    except ConfigError as err:
+        exit_with_config_error(err)
     datamodule, module, trainer = build_or_exit(cfg)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
-
+    preemption = next(c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint))
+    preemption.install()
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    except Diverged as err:  # the last finite weights are restored: keep them, report, exit non-zero
+        save_final_checkpoint(trainer)
+        results = {"steps": trainer.global_step, "diverged": True, "rollbacks": module.divergence.rollbacks,
+                   "nonfinite_steps": int(module.nonfinite_steps), "test_bpd": None}
+        if trainer.is_global_zero:
+            write_results(cfg, results)
+        preemption.uninstall()
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
     fit_seconds = time.time() - start
+    if preemption.exit_code is not None:  # last.ckpt is written; no test, so the job ends quickly
+        preemption.uninstall()
+        print(f"stopped by signal {preemption.signum} at step {trainer.global_step}; resume with "
+              f"ckpt_path={preemption.saved}", file=sys.stderr)
+        raise SystemExit(preemption.exit_code)
     save_final_checkpoint(trainer)
     results = {"steps": trainer.global_step, "wall_time_s": round(fit_seconds, 1),
-               "nonfinite_steps": int(module.nonfinite_steps)}
+               "nonfinite_steps": int(module.nonfinite_steps), "rollbacks": module.divergence.rollbacks}
     if cfg.test_after_fit:
         metrics = trainer.test(module, datamodule=datamodule, verbose=False)
         results["test_bpd"] = metrics[0]["test/bpd"]
@@ -96,13 +160,13 @@ def run(cfg: DictConfig) -> dict:
     if checkpoint is not None and not trainer.fast_dev_run:
         results["last_checkpoint"] = checkpoint.last_model_path or None
         results["best_checkpoint"] = checkpoint.best_model_path or None
+    preemption.uninstall()
     if trainer.is_global_zero:
-        output_dir = Path(cfg.paths.output_dir)
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        log.info("results: %s", json.dumps(results))
+        path = write_results(cfg, results)
+        log.info("results: %s", json.dumps(finite_or_null(results)))
         if "test_bpd" in results:
             print(f"test bits/dim: {results['test_bpd']:.4f} after {results['steps']} steps "
-                  f"({fit_seconds / 60:.1f} min); written to {output_dir / 'results.json'}")
+                  f"({fit_seconds / 60:.1f} min); written to {path}")
     return results
 
 

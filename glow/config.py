@@ -4,6 +4,7 @@ the value and what is allowed. train.py, evaluate.py and sample.py call ``valida
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -55,8 +56,15 @@ def _positive_int(key: str, value, allow_minus_one: bool = False) -> None:
 def _positive_number(key: str, value, nullable: bool = False) -> None:
     if value is None and nullable:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        _fail(key, value, "use a positive number" + (" or null" if nullable else ""))
+    # NaN compares False with everything, so `value <= 0` alone lets it (and inf) through
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        _fail(key, value, "use a finite positive number" + (" or null" if nullable else ""))
+
+
+def _fraction(key: str, value, low_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not (0 < value < 1 if low_open else 0 <= value <= 1):
+        _fail(key, value, "use a number in (0, 1)" if low_open else "use a number in [0, 1]")
 
 
 def validate_model(model: DictConfig) -> None:
@@ -93,6 +101,17 @@ def validate_train(cfg: DictConfig) -> None:
     _choice(module, "module.optimizer", tuple(OPTIMIZERS))
     _positive_number("module.lr", module.get("lr"))
     _positive_number("module.grad_clip_norm", module.get("grad_clip_norm"), nullable=True)
+    decay = module.get("weight_decay", 0.0)
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay) or decay < 0:
+        _fail("module.weight_decay", decay, "use a finite number >= 0")
+    _positive_int("module.max_nonfinite_steps", module.get("max_nonfinite_steps", 20))
+    # the best checkpoint (monitor val/bpd) and the sample grids need validation images
+    val = cfg.data.get("val_fraction")
+    if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or not 0 < val < 1:
+        _fail("data.val_fraction", val, "use a number in (0, 1): training needs validation images "
+                                        "(best checkpoint by val/bpd, sample grids)")
+    if cfg.data.get("max_bad_fraction") is not None:
+        _fraction("data.max_bad_fraction", cfg.data.get("max_bad_fraction"))
     warmup = module.get("warmup_steps")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         _fail("module.warmup_steps", warmup, "use a non-negative integer")

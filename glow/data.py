@@ -42,14 +42,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms.v2 import functional as TF
 
+from glow.probe import screen
+
 NAMES = ("mnist", "fashion_mnist", "cifar10", "svhn", "celeba", "imagefolder", "digits")
 RESIZE_MODES = ("pad", "resize", "center_crop")
 TARGETS = ("class", "attr")
 IN_MEMORY = frozenset({"mnist", "fashion_mnist", "cifar10", "svhn", "digits"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp",
                               ".tif", ".tiff", ".ppm", ".pgm"})
-# PIL modes decoded as one gray channel; every other mode becomes RGB.
-GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 DOWNLOAD_TIMEOUT_S = 30.0
 
 CELEBA_ATTRIBUTES = (
@@ -165,16 +165,6 @@ def read_image(path: str, mode: str) -> Tensor:
     return TF.pil_to_tensor(im)
 
 
-def _probe_image(path: str) -> tuple[str, int, int]:
-    """(PIL mode to decode as, height, width) of an image file, from its header only."""
-    try:
-        with Image.open(path) as im:
-            mode = "L" if im.mode in GRAY_MODES else "RGB"
-            return mode, im.height, im.width
-    except Exception as err:  # as in read_image: name the file whatever the decoder raised
-        raise CorruptImageError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
-
-
 # ----------------------------------------------------------------------------- data sets
 
 
@@ -214,7 +204,11 @@ class ImageFileDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         path = self.paths[index]
-        x = read_image(path, self.mode)
+        try:
+            x = read_image(path, self.mode)
+        except CorruptImageError as err:  # passed the header probe, broken further in: skip it, say so
+            warnings.warn(f"{err}; skipped", stacklevel=2)
+            return None
         if self.size is None and tuple(x.shape[-2:]) != self.native_hw:
             # Without a target size a batch needs every image at the first one's size.
             raise ValueError(f"image {path} is {x.shape[-2]}x{x.shape[-1]} but the data set's are "
@@ -268,6 +262,46 @@ class FolderIndex:
     class_names: list[str]
     train: tuple[list[str], list[int]]
     test: tuple[list[str], list[int]] | None  # None: hold test_fraction out of train
+    first_hw: tuple[int, int] = (0, 0)  # (H, W) of the first readable training image
+
+
+def screen_folder(index: FolderIndex, max_bad_fraction: float, where: str) -> FolderIndex:
+    """Probe every file of both splits (glow.probe.screen); keep the readable ones."""
+    splits = {"train": index.train[0]}
+    if index.test is not None:
+        splits["test"] = index.test[0]
+    keep, first_hw = screen(splits, max_bad_fraction, where)
+
+    def kept(split):
+        paths, labels = split
+        return [paths[i] for i in keep_ids], [labels[i] for i in keep_ids]
+
+    keep_ids = keep["train"]
+    train = kept(index.train)
+    test = None
+    if index.test is not None:
+        keep_ids = keep["test"]
+        test = kept(index.test)
+    return FolderIndex(index.class_names, train, test, first_hw)
+
+
+def to_channels(x: Tensor, channels: int | None) -> Tensor:
+    """uint8 images [N, C, H, W] with C brought to ``channels`` (None: unchanged)."""
+    if channels is None or x.shape[1] == channels:
+        return x
+    if channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    return TF.rgb_to_grayscale(x)
+
+
+def collate_readable(items):
+    """default_collate over the items that could be decoded (unreadable files come as None)."""
+    from torch.utils.data import default_collate
+
+    kept = [item for item in items if item is not None]
+    if not kept:
+        raise CorruptImageError(f"all {len(items)} images of a batch are unreadable (see the warnings above)")
+    return default_collate(kept)
 
 
 def _scan_class_folders(folder: Path, class_names: list[str] | None = None
@@ -434,8 +468,15 @@ class ImageDataModule(L.LightningDataModule):
                  classes: Sequence[int] | None = None,
                  limit_train: int | None = None, limit_test: int | None = None,
                  target: str = "class", download: bool = True, fallback: bool = True,
-                 num_workers: int | None = None, seed: int = 0):
+                 num_workers: int | None = None, seed: int = 0, channels: int | None = None,
+                 max_bad_fraction: float = 0.01):
         super().__init__()
+        if channels not in (None, 1, 3):
+            raise _not_allowed("channels", channels, "use 1 (grey), 3 (RGB) or null (the data set's own)")
+        if isinstance(max_bad_fraction, bool) or not isinstance(max_bad_fraction, (int, float)) \
+                or not 0 <= max_bad_fraction <= 1:
+            raise _not_allowed("max_bad_fraction", max_bad_fraction, "use a number in [0, 1]")
+        self.channels, self.max_bad_fraction = channels, float(max_bad_fraction)
         self._check_arguments(name, path, batch_size, eval_batch_size, image_size, resize,
                               val_fraction, test_fraction, limit_train, limit_test, target,
                               num_workers, seed)
@@ -459,6 +500,10 @@ class ImageDataModule(L.LightningDataModule):
             self._spec = self._scan_folder()
         else:
             self._spec = SPECS[name]
+            if channels is not None:  # in-memory sets are converted in _load_splits; files as decoded
+                self._spec = DatasetSpec((channels, *self._spec.shape[1:]), self._spec.class_names,
+                                         self._spec.attribute_names)
+                self._file_mode = "L" if channels == 1 else "RGB"
         self.classes = self._check_classes(classes)
         self._check_size()
 
@@ -527,9 +572,13 @@ class ImageDataModule(L.LightningDataModule):
     def _scan_folder(self) -> DatasetSpec:
         if not Path(self.path).is_dir():
             raise _not_allowed("path", self.path, "use an existing folder of class folders")
-        self._folder = scan_image_folder(Path(self.path))
-        self._file_mode, h, w = _probe_image(self._folder.train[0][0])
-        return DatasetSpec((1 if self._file_mode == "L" else 3, h, w), tuple(self._folder.class_names))
+        self._folder = screen_folder(scan_image_folder(Path(self.path)), self.max_bad_fraction, self.path)
+        # The channel count is the config's (default 3), never the first file's: every image is
+        # converted to it, so one greyscale (or RGBA, palette) file cannot change the whole data set.
+        channels = self.channels or 3
+        self._file_mode = "L" if channels == 1 else "RGB"
+        h, w = self._folder.first_hw
+        return DatasetSpec((channels, h, w), tuple(self._folder.class_names))
 
     # -- what the model needs to know, before any image is loaded -------------------------
 
@@ -628,7 +677,7 @@ class ImageDataModule(L.LightningDataModule):
                               f"results are not comparable to MNIST", stacklevel=2)
                 return self._digits_splits()
             raise FileNotFoundError(self._missing_message()) from err
-        return tuple(ImageTensorDataset(_fit_in_chunks(x, self.image_size, self.resize), y)
+        return tuple(ImageTensorDataset(_fit_in_chunks(to_channels(x, self.channels), self.image_size, self.resize), y)
                      for x, y in splits)
 
     def _why_missing(self) -> str:
@@ -672,6 +721,7 @@ class ImageDataModule(L.LightningDataModule):
     def _digits_splits(self) -> tuple[Dataset, Dataset]:
         self.source = "digits"
         x, y = load_digits_images(SPECS["digits"].shape[-1])
+        x = to_channels(x, self.channels)
         all_digits = ImageTensorDataset(_fit_in_chunks(x, self.image_size, self.resize), y)
         train, test = split_indices(len(all_digits), self.test_fraction, self.seed)
         return all_digits.subset(train), all_digits.subset(test)
@@ -698,7 +748,7 @@ class ImageDataModule(L.LightningDataModule):
                 raise FileNotFoundError(self._missing_message()) from err
             folder = os.path.join(self.root, ds.base_folder, "img_align_celeba")
             labels = ds.attr.long() if self.target == "attr" else torch.zeros(len(ds), dtype=torch.long)
-            splits.append(self._files([os.path.join(folder, f) for f in ds.filename], labels, "RGB"))
+            splits.append(self._files([os.path.join(folder, f) for f in ds.filename], labels, self._file_mode))
         return splits[0], splits[1]
 
     def _select(self, data: Dataset, limit: int | None) -> Dataset:
@@ -728,6 +778,8 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(dataset, self.eval_batch_size, sampler=sampler, drop_last=False)
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
+        if isinstance(dataset, ImageFileDataset):
+            kwargs["collate_fn"] = collate_readable
         return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available(),
                           persistent_workers=self.num_workers > 0, **kwargs)

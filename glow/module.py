@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric, SumMetric
 
+from glow.divergence import DivergenceGuard
 from glow.masks import MaskSampler
 from glow.model import Glow
 from glow.quantize import bits_per_dim, check_n_bits, preprocess
@@ -26,7 +27,7 @@ class GlowModule(L.LightningModule):
     def __init__(self, model_config: dict[str, Any], n_bits: int = 8, optimizer: str = "adamax", lr: float = 1e-3,
                  weight_decay: float = 0.0, warmup_steps: int = 500, grad_clip_norm: float | None = 50.0,
                  ema_decay: float | None = None, init_batch_size: int = 256, masks: dict | None = None,
-                 seed: int = 0, classifier_weight: float = 0.0):
+                 seed: int = 0, classifier_weight: float = 0.0, max_nonfinite_steps: int = 20):
         super().__init__()
         check_n_bits(n_bits)
         if optimizer not in OPTIMIZERS:
@@ -46,6 +47,7 @@ class GlowModule(L.LightningModule):
             self.ema.requires_grad_(False)  # DDP must not wait for gradients of the average
         self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long))
         self._skip_this_step = False
+        self.divergence = DivergenceGuard(max_nonfinite_steps)
         self.eval_metrics = nn.ModuleDict({"val": EvalMetrics(), "test": EvalMetrics()})
 
     # -- what evaluation and sampling use ---------------------------------------------------
@@ -142,6 +144,9 @@ class GlowModule(L.LightningModule):
             self.log("train/class_acc", (logits.argmax(1) == labels).float().mean(), on_step=True, on_epoch=False)
         return loss
 
+    def on_train_start(self) -> None:
+        self.divergence.snapshot(self, self.trainer.optimizers[0])  # after ActNorm init / restore
+
     def on_before_optimizer_step(self, optimizer) -> None:
         """Non-finite guard. Gradients are all-reduced (and unscaled) by now, so every rank decides alike.
 
@@ -157,6 +162,14 @@ class GlowModule(L.LightningModule):
             self.print(f"step {self.global_step}: non-finite loss or gradients, step skipped "
                        f"({int(self.nonfinite_steps)} so far)")
         self.log("train/nonfinite_steps", self.nonfinite_steps.float(), on_step=True, on_epoch=False)
+        count = self.nonfinite_steps.clone()
+        try:
+            message = self.divergence.after_step(self, optimizer, finite)  # may raise Diverged
+        finally:
+            self.nonfinite_steps.copy_(count)  # a rollback must not rewind the count of skipped steps
+        if message:
+            self.print(message)
+            self.log("train/rollbacks", float(self.divergence.rollbacks), on_step=True, on_epoch=False)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None and not self._skip_this_step:

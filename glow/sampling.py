@@ -41,19 +41,25 @@ class NonFiniteSampleError(RuntimeError):
 
 # -- loading ---------------------------------------------------------------------------------
 def load_checkpoint(ckpt_path: str | Path, map_location: str = "cpu") -> dict:
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: name it
-        raise RuntimeError(f"ckpt_path={str(ckpt_path)!r} could not be read as a checkpoint: "
-                           f"{str(err).splitlines()[0]}") from err
+    """The checkpoint dict (weights_only=True), or a one-line glow.checkpoints.CheckpointError."""
+    from glow.checkpoints import read_checkpoint
+
+    return read_checkpoint(ckpt_path, map_location)
 
 
 def load(ckpt_path: str | Path, use_ema: bool = True, map_location: str = "cpu") -> Glow:
     """Rebuild the Glow of a train.py checkpoint, with its EMA weights when it has them."""
+    from glow.checkpoints import CheckpointError
+
     checkpoint = load_checkpoint(ckpt_path, map_location)
+    try:
+        return _rebuild(checkpoint, use_ema)
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:  # tampered or foreign contents
+        raise CheckpointError(f"ckpt_path={str(ckpt_path)!r} does not rebuild a model: "
+                              f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160]}") from None
+
+
+def _rebuild(checkpoint: dict, use_ema: bool) -> Glow:
     hparams = checkpoint["hyper_parameters"]
     model = Glow(**hparams["model_config"])
     state = checkpoint["state_dict"]

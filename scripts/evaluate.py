@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from glow.checkpoints import read_checkpoint  # noqa: E402
 from glow.config import ConfigError, exit_with_config_error, validate_ckpt_path  # noqa: E402
 from glow.module import GlowModule  # noqa: E402
 
@@ -28,6 +29,7 @@ def evaluate(cfg: DictConfig) -> dict:
         validate_ckpt_path(cfg.ckpt_path)
         if cfg.split not in ("test", "val"):
             raise ConfigError(f"split={cfg.split!r} is not allowed: use test or val")
+        read_checkpoint(cfg.ckpt_path)  # one line naming the file if it is empty, truncated or foreign
         datamodule = instantiate(cfg.data)
     except (ConfigError, ValueError) as err:
         exit_with_config_error(err)
