@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from glow.flows.actnorm import ActNorm, DiagonalScale
+from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm
 from glow.flows.base import Flow, FlowSequence, zeros_logdet
 from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
 from glow.flows.coupling import COUPLINGS, MASKS, Coupling
@@ -62,7 +62,8 @@ class Glow(nn.Module):
                  mask: str = "channel", actnorm: bool = True, learn_top: bool = True, final_scaling: bool = False,
                  spline_bins: int = 8, spline_tail_bound: float = 3.0, conditional: str | None = None,
                  num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False,
-                 inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False):
+                 inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False,
+                 pixel_actnorm: bool = False):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
@@ -94,6 +95,8 @@ class Glow(nn.Module):
         feature_channels = cond_channels if conditional == "image" else 0
 
         self.squeeze = Squeeze()
+        # not in Glow: a per-pixel ActNorm on the image, for data with near-constant pixels (see PixelActNorm)
+        self.pixel_norm = PixelActNorm(image_shape) if pixel_actnorm else None
         self.levels = nn.ModuleList()
         self.splits = nn.ModuleList()
         self.latent_shapes: list[tuple[int, int, int]] = []
@@ -152,6 +155,8 @@ class Glow(nn.Module):
         features, labels = self._conditioning(cond)
         zs, logdet, log_prior = [], zeros_logdet(x), zeros_logdet(x)
         h = x
+        if self.pixel_norm is not None:
+            h, logdet = self.pixel_norm(h)
         for level, flow in enumerate(self.levels):
             h, _ = self.squeeze(h)
             h, step_logdet = flow(h, features[level])
@@ -204,6 +209,8 @@ class Glow(nn.Module):
                 h = self.splits[level].merge(h, latent_for_split(level, h, features[level]))
             h, _ = self.levels[level].inverse(h, features[level])
             h, _ = self.squeeze.inverse(h)
+        if self.pixel_norm is not None:
+            h, _ = self.pixel_norm.inverse(h)
         return h
 
     def decode(self, zs: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
