@@ -1,7 +1,7 @@
 """Learning curves: test bits/dim at fixed steps for named variants over several seeds.
 
-    python scripts/learning_curve.py                                   # the default and its 3 ablations, 3 seeds
-    python scripts/learning_curve.py variants=[glow,peer_budget] seeds=[0] max_steps=400 eval_steps=[200,400]
+    python scripts/learning_curve.py                  # the default, plain Glow and its 3 ablations, 3 seeds
+    python scripts/learning_curve.py variants=[default,peer_budget] seeds=[0] max_steps=400 eval_steps=[200,400]
     python scripts/learning_curve.py output=docs/learning_curve overrides=[module.lr=2e-3]
 
 Each (variant, seed) is one `train.py` run in a subprocess (the same code path as `make train`), with
