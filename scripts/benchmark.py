@@ -22,10 +22,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glow.model import Glow  # noqa: E402
-from glow.quantize import bits_per_dim  # noqa: E402
+from glow.model import Glow
+from glow.quantize import bits_per_dim
 
 DEFAULTS = OmegaConf.create({
     "variants": "coupling",          # coupling | permutation | precision | parameterisation | none

@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -34,14 +33,12 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional import structural_similarity_index_measure as ssim
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glow.config import ConfigError, exit_with_config_error, validate_ckpt_path  # noqa: E402
-from glow.inpaint import METHODS, completions_uint8, inpaint  # noqa: E402
-from glow.masks import MASK_KINDS, make_mask  # noqa: E402
-from glow.model import Glow  # noqa: E402
-from glow.quantize import bits_per_dim, preprocess  # noqa: E402
-from glow.sampling import load, save_grid  # noqa: E402
+from glow.config import ConfigError, check_image_shape, exit_with_config_error, validate_ckpt_path
+from glow.sampling.inpaint import METHODS, completions_uint8, inpaint
+from glow.masks import MASK_KINDS, make_mask
+from glow.model import Glow
+from glow.quantize import bits_per_dim, preprocess
+from glow.sampling import load, save_grid
 
 
 def all_images(dataset, limit: int | None = None) -> torch.Tensor:
@@ -96,9 +93,10 @@ def evaluate(cfg: DictConfig) -> dict:
     n_bits = model.n_bits
     datamodule.prepare_data()
     datamodule.setup("test")
-    if tuple(datamodule.image_shape) != tuple(model.image_shape):
-        exit_with_config_error(f"data image shape {datamodule.image_shape} does not match the checkpoint's "
-              f"{tuple(model.image_shape)}")
+    try:
+        check_image_shape(datamodule.image_shape, model.image_shape, cfg.data.name)
+    except ConfigError as err:
+        exit_with_config_error(err)
     test = all_images(datamodule.test_set, cfg.n_images)
     h, w = test.shape[-2:]
     fraction = cfg.mask_size / h if cfg.mask == "center" and cfg.mask_size else cfg.center_fraction

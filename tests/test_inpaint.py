@@ -10,7 +10,7 @@ import torch
 
 from glow import Glow
 from glow.flows import ActNorm, FlowSequence, InvConv1x1
-from glow.inpaint import cglow_inpaint, mala, mcmc_inpaint
+from glow.sampling.inpaint import cglow_inpaint, mala, mcmc_inpaint
 from glow.masks import MaskSampler, make_mask
 from glow.priors import gaussian_log_prob
 from tests.helpers import jacobian_logdet, perturb
