@@ -288,7 +288,7 @@ def test_nonfinite_samples_are_reported_and_left_grey(tmp_path, mnist, plain_ckp
         images[1] = float("nan")
         return images
 
-    monkeypatch.setattr(sampling, "sample", poisoned)
+    monkeypatch.setattr("glow.sampling.tasks.sample", poisoned)  # the function sample.py's task calls
     result = run_sample(tmp_path, mnist, [f"ckpt_path={plain_ckpt}", "n=4"])
     assert result["nonfinite"] == 1
     assert "warning: 1 of 4 images are non-finite" in capsys.readouterr().err
