@@ -3,15 +3,12 @@ what is allowed, for arguments that are wrong whatever the data."""
 
 from __future__ import annotations
 
+from glow.config import is_int
 from glow.data.registry import NAMES, RESIZE_MODES, TARGETS
 
 
 def not_allowed(arg: str, value: object, allowed: str) -> ValueError:
     return ValueError(f"data.{arg}={value!r} is not allowed: {allowed}")
-
-
-def is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_optional_positive(arg: str, value: object) -> None:
