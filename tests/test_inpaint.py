@@ -93,6 +93,26 @@ def test_observed_pixels_unchanged_and_completions_differ(method):
     assert torch.isfinite(c).all()
 
 
+def test_observed_pixels_come_from_the_input_not_the_model():
+    """A model whose output is corrupted everywhere: the hole shows the corruption, the observed pixels
+    do not (in model space, and as uint8 through completions_uint8)."""
+    from glow.quantize import preprocess
+    from glow.sampling.inpaint import completions_uint8
+
+    model = tiny("image")
+    images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    x = preprocess(images, 8, dequantize=False)
+    mask = make_mask("center", 2, (8, 8))
+    model.sample = lambda n, temperature=1.0, cond=None, noise=None: torch.full((n, 1, 8, 8), 0.25)
+    result = cglow_inpaint(model, x, mask, n=2)
+    hole = (mask == 1).expand_as(x).unsqueeze(1).expand_as(result.completions)
+    assert (result.completions[hole] == 0.25).all()  # the model's output reached the hole
+    assert torch.equal(result.completions[~hole], x.unsqueeze(1).expand_as(result.completions)[~hole])
+    filled = completions_uint8(result, images, mask, 8)
+    assert (filled[hole] == 192).all()  # 0.25 in model space is pixel (0.25 + 0.5) * 256 = 192
+    assert torch.equal(filled[~hole], images.unsqueeze(1).expand_as(filled)[~hole])
+
+
 def test_empty_mask_returns_the_input():
     x = torch.rand(2, 1, 8, 8) - 0.5
     empty = make_mask("none", 2, (8, 8))
