@@ -89,7 +89,8 @@ class GradNorms(L.Callback):
                                                      if p.grad is not None])).item()
 
     def on_train_start(self, trainer, module):
-        trainer.optimizers[0].register_step_pre_hook(lambda *_: self.stepped.append(self.norm(module)))
+        # a post hook: Lightning runs forward, backward and clipping inside optimizer.step(closure)
+        trainer.optimizers[0].register_step_post_hook(lambda *_: self.stepped.append(self.norm(module)))
 
     def on_before_optimizer_step(self, trainer, module, optimizer):
         self.before.append(self.norm(module))
@@ -123,7 +124,7 @@ def test_train_py_command_line(tmp_path, synthetic_folder):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert math.isfinite(results["test_bpd"]) and results["test_images"] > 0
-    bad = subprocess.run(command + ["module.n_bits=9"], cwd=tmp_path, env=env, capture_output=True, text=True,
+    bad = subprocess.run(command[:-1] + [f"paths.output_dir={tmp_path / 'bad'}", "module.n_bits=9"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == ("config error: module.n_bits=9 is not allowed: "
