@@ -202,8 +202,8 @@ def validate_sample(cfg: DictConfig) -> None:
     _number_list("temperatures", cfg.get("temperatures"), 0, "[0,0.5,0.7,1.0]")
     _number_list("scales", cfg.get("scales"), None, "[-1,-0.5,0,0.5,1]")
     _choice(cfg, "mode", INTERPOLATION_MODES)
-    if not (is_int(cfg.get("steps")) and cfg.steps >= 2):
-        fail("steps", cfg.get("steps"), "use an integer >= 2 (both end points included)")
+    if not (is_int(cfg.get("points")) and cfg.points >= 2):
+        fail("points", cfg.get("points"), "use an integer >= 2 (both end points included)")
     _choice(cfg, "split", SPLITS)
     if cfg.get("label") is not None and not (is_int(cfg.label) and cfg.label >= 0):
         fail("label", cfg.label, "use a class label >= 0, or null")

@@ -31,7 +31,7 @@ def evaluate(cfg: DictConfig) -> dict:
     except (ConfigError, ValueError) as err:
         exit_with_config_error(err)
     module = GlowModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
-    if not cfg.use_ema:
+    if not cfg.ema:
         module.ema = None
     try:
         check_image_shape(datamodule.image_shape, module.model.image_shape, cfg.data.name)

@@ -81,7 +81,7 @@ def evaluate(cfg: DictConfig) -> dict:
             raise ConfigError(f"method={cfg.method!r} is not allowed: use one of {', '.join(METHODS)}")
         if cfg.mask not in MASK_KINDS:
             raise ConfigError(f"mask={cfg.mask!r} is not allowed: use one of {', '.join(MASK_KINDS)}")
-        for key in ("n_images", "n", "batch_size", "steps"):
+        for key in ("n_images", "n", "batch_size", "mcmc_steps"):
             if not isinstance(cfg[key], int) or cfg[key] < 1:
                 raise ConfigError(f"{key}={cfg[key]!r} is not allowed: use a positive integer")
         datamodule = instantiate(cfg.data)
@@ -89,7 +89,7 @@ def evaluate(cfg: DictConfig) -> dict:
         exit_with_config_error(err)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
-    model = load(cfg.ckpt_path, use_ema=cfg.use_ema).to(device)
+    model = load(cfg.ckpt_path, use_ema=cfg.ema).to(device)
     n_bits = model.n_bits
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -110,7 +110,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for images, m in tqdm(batches, desc=f"inpainting ({cfg.method})", unit="batch"):
         images, m = images.to(device), m.to(device)
         x = preprocess(images, n_bits, dequantize=False)
-        result = inpaint(model, x, m, n=cfg.n, method=cfg.method, temperature=cfg.temperature, steps=cfg.steps,
+        result = inpaint(model, x, m, n=cfg.n, method=cfg.method, temperature=cfg.inpaint_temperature, steps=cfg.mcmc_steps,
                          step_size=cfg.step_size, map_steps=cfg.map_steps, init=cfg.init, generator=generator)
         outputs.append(completions_uint8(result, images, m, n_bits).cpu())
         if result.acceptance_rate is not None:

@@ -171,7 +171,7 @@ def test_inpainting_end_to_end_from_a_trained_checkpoint(tmp_path, synthetic_fol
     extra = ["model.conditional=image", "model.cond_channels=8"] if route == "cglow" else []
     trained = train.run(compose_train(tmp_path, data + extra + ["trainer.max_steps=6"]))
     results, out = _evaluate_inpainting(tmp_path, trained["last_checkpoint"],
-                                        data + ["n_images=4", "n=3", "steps=10", "mask_size=6", "batch_size=2"])
+                                        data + ["n_images=4", "n=3", "mcmc_steps=10", "mask_size=6", "batch_size=2"])
     assert results["method"] == route and results["observed_max_abs_change"] == 0
     assert results["hole_pixels"] == 36 and results["diversity"] > 0
     for key in ("psnr_mean_completion", "psnr_best_of_n", "ssim_mean_completion", "psnr_mean_fill",

@@ -110,8 +110,8 @@ GRIDS = [  # (checkpoint, overrides, rows, cols): batch_size=2 so that every tas
     ("plain", ["task=sample", "n=5", "nrow=5"], 1, 5),
     ("plain", ["task=temperature", "n=3"], 8, 3),
     ("plain", ["task=temperature", "n=2", "temperatures=[0,1]"], 2, 2),
-    ("plain", ["task=interpolate", "n=2", "steps=5"], 2, 5),
-    ("plain", ["task=interpolate", "indices=[4,5]", "mode=slerp", "steps=3"], 1, 3),
+    ("plain", ["task=interpolate", "n=2", "points=5"], 2, 5),
+    ("plain", ["task=interpolate", "indices=[4,5]", "mode=slerp", "points=3"], 1, 3),
     ("plain", ["task=reconstruct", "n=3"], 1, 6),
     ("plain", ["task=manipulate", "n=2", "attribute=8", "baseline=3", "direction_images=8"], 2, 5),
     ("class", ["task=class", "n=3", f"classes=[{CLASSES[0]},{CLASSES[1]}]"], 2, 3),
@@ -178,7 +178,7 @@ def test_interpolation_end_points_reproduce_the_inputs(mnist, plain_ckpt, mode):
     model = sampling.load(plain_ckpt)
     images, _ = mnist_test_images(mnist, 4)
     x = preprocess(images, model.n_bits, dequantize=False)
-    rows = sampling.interpolate(model, x[0::2], x[1::2], steps=6, mode=mode, batch_size=3).view(2, 6, *x.shape[1:])
+    rows = sampling.interpolate(model, x[0::2], x[1::2], points=6, mode=mode, batch_size=3).view(2, 6, *x.shape[1:])
     assert (rows[:, 0] - x[0::2]).abs().max() < 1e-4
     assert (rows[:, -1] - x[1::2]).abs().max() < 1e-4
     assert (rows[:, 2] - rows[:, 0]).abs().max() > 1e-3  # the middle moved
@@ -191,7 +191,7 @@ def test_interpolation_between_image_files(tmp_path, mnist, plain_ckpt):
     for i, image in enumerate(images):
         files.append(tmp_path / f"digit{i}.png")
         Image.fromarray(image[0].numpy()).save(files[-1])
-    result = run_sample(tmp_path, mnist, [f"ckpt_path={plain_ckpt}", "task=interpolate", "steps=4",
+    result = run_sample(tmp_path, mnist, [f"ckpt_path={plain_ckpt}", "task=interpolate", "points=4",
                                           f"images=[{files[0]},{files[1]}]"])
     tiles = png_tiles(Path(result["path"]), 1, 4, (32, 32))
     padded = torch.nn.functional.pad(images[:, 0], (2, 2, 2, 2))

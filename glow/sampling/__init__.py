@@ -9,7 +9,7 @@ grid's images in row-major order, on the CPU; functions named ``*_latents`` work
     sample(model, n, temperature)                       n images
     temperature_sweep(model, temperatures, n)           one row per temperature, same noise in every row
     class_grid(model, classes, n, temperature)          one row per class, same noise in every row
-    interpolate(model, x_a, x_b, steps, mode)           one row per pair: encode, interpolate every level, decode
+    interpolate(model, x_a, x_b, points, mode)          one row per pair: encode, interpolate every level, decode
     reconstruction_pairs(model, x)                      original, reconstruction, original, ...
     attribute_direction(model, x, has_attribute)        mean latent with minus mean latent without
     manipulate(model, x, direction, scales)             one row per image: decode(z + s * direction)

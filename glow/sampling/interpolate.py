@@ -13,11 +13,11 @@ from glow.sampling.batched import decode_latents, encode_latents
 INTERPOLATION_MODES = ("linear", "slerp")
 
 
-def interpolation_weights(steps: int) -> Tensor:
-    """``steps`` weights from 0 to 1 inclusive (float64, so that the end points are exactly 0 and 1)."""
-    if steps < 2:
-        raise ValueError(f"steps={steps!r} is not allowed: use an integer >= 2 (the two end points included)")
-    return torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+def interpolation_weights(points: int) -> Tensor:
+    """``points`` weights from 0 to 1 inclusive (float64, so that the end points are exactly 0 and 1)."""
+    if points < 2:
+        raise ValueError(f"points={points!r} is not allowed: use an integer >= 2 (the two end points included)")
+    return torch.linspace(0.0, 1.0, points, dtype=torch.float64)
 
 
 def _slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
@@ -33,38 +33,38 @@ def _slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
     return (wa[:, None] * a64 + wb[:, None] * b64).to(a.dtype)
 
 
-def interpolate_latents(zs_a: Sequence[Tensor], zs_b: Sequence[Tensor], steps: int = 8,
+def interpolate_latents(zs_a: Sequence[Tensor], zs_b: Sequence[Tensor], points: int = 8,
                         mode: str = "linear") -> list[Tensor]:
-    """Per-level interpolation from zs_a to zs_b (each [P, ...]), ``steps`` points per pair.
+    """Per-level interpolation from zs_a to zs_b (each [P, ...]), ``points`` images per pair.
 
-    Returns latents of P * steps images, pair-major (row i holds pair i). ``slerp`` interpolates each
+    Returns latents of P * points images, pair-major (row i holds pair i). ``slerp`` interpolates each
     level's latent of each pair along the great circle (norms interpolated linearly in angle). The
     end points ARE zs_a and zs_b, bit for bit, so decoding them reproduces the inputs exactly.
     """
     if mode not in INTERPOLATION_MODES:
         raise ValueError(f"mode={mode!r} is not allowed: use one of {', '.join(INTERPOLATION_MODES)}")
-    weights = interpolation_weights(steps)
+    weights = interpolation_weights(points)
     levels = []
     for a, b in zip(zs_a, zs_b):
         flat_a, flat_b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-        points = []
+        row = []
         for i, t in enumerate(weights.tolist()):
             if i == 0:
                 point = flat_a
-            elif i == steps - 1:
+            elif i == points - 1:
                 point = flat_b
             elif mode == "linear":
                 point = ((1.0 - t) * flat_a.double() + t * flat_b.double()).to(a.dtype)
             else:
                 point = _slerp(flat_a, flat_b, t)
-            points.append(point.reshape(a.shape))
-        levels.append(torch.stack(points, dim=1).reshape(a.shape[0] * steps, *a.shape[1:]))
+            row.append(point.reshape(a.shape))
+        levels.append(torch.stack(row, dim=1).reshape(a.shape[0] * points, *a.shape[1:]))
     return levels
 
 
-def interpolate(model: Glow, x_a: Tensor, x_b: Tensor, steps: int = 8, mode: str = "linear",
+def interpolate(model: Glow, x_a: Tensor, x_b: Tensor, points: int = 8, mode: str = "linear",
                 cond: Tensor | None = None, batch_size: int = 64) -> Tensor:
-    """Interpolations between image pairs (x_a[i], x_b[i]): [P * steps, C, H, W], one row per pair.
+    """Interpolations between image pairs (x_a[i], x_b[i]): [P * points, C, H, W], one row per pair.
 
     Every level's latent is encoded, interpolated (``linear`` or ``slerp``) and decoded, so the first
     and last image of each row reproduce x_a and x_b (up to float error). ``cond`` [P, ...], if the
@@ -73,6 +73,6 @@ def interpolate(model: Glow, x_a: Tensor, x_b: Tensor, steps: int = 8, mode: str
     if x_a.shape != x_b.shape:
         raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
     zs = interpolate_latents(encode_latents(model, x_a, cond, batch_size),
-                             encode_latents(model, x_b, cond, batch_size), steps, mode)
-    cond_rows = cond.repeat_interleave(steps, dim=0) if cond is not None else None
+                             encode_latents(model, x_b, cond, batch_size), points, mode)
+    cond_rows = cond.repeat_interleave(points, dim=0) if cond is not None else None
     return decode_latents(model, zs, cond_rows, batch_size)

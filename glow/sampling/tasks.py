@@ -104,10 +104,10 @@ def task_interpolate(cfg, model, n, generator):
     cond = encoding_condition(model, x, labels)
     x_a, x_b = x[0::2], x[1::2]
     cond_a = cond[0::2] if cond is not None else None
-    images = interpolate(model, x_a, x_b, cfg.steps, cfg.mode, cond_a, cfg.batch_size)
-    rows = images.view(x_a.shape[0], cfg.steps, *x.shape[1:])
+    images = interpolate(model, x_a, x_b, cfg.points, cfg.mode, cond_a, cfg.batch_size)
+    rows = images.view(x_a.shape[0], cfg.points, *x.shape[1:])
     error = max((rows[:, 0] - x_a).abs().max().item(), (rows[:, -1] - x_b).abs().max().item())
-    return images, cfg.steps, f"{x_a.shape[0]} {cfg.mode} interpolations, end point error {error:.1e}"
+    return images, cfg.points, f"{x_a.shape[0]} {cfg.mode} interpolations, end point error {error:.1e}"
 
 
 def task_reconstruct(cfg, model, n, generator):
