@@ -20,6 +20,7 @@ def run(tmp_path, overrides, debug="default"):
     return train.run(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["glow", "realnvp", "nice"])
 @pytest.mark.parametrize("coupling", ["model", "spline"])
 def test_fast_dev_run_every_preset_on_synthetic_images(tmp_path, synthetic_folder, preset, coupling):
@@ -31,6 +32,7 @@ def test_fast_dev_run_every_preset_on_synthetic_images(tmp_path, synthetic_folde
     assert torch.isfinite(torch.tensor(results["test_bpd"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["glow", "realnvp", "nice"])
 def test_fast_dev_run_every_preset_on_real_mnist(tmp_path, mnist_root, preset):
     results = run(tmp_path, [f"model={preset}", f"data.root={mnist_root}", "data.download=false",
@@ -189,6 +191,7 @@ def test_bf16_mixed_matches_fp32_on_the_same_weights(tmp_path, mnist_root):
     assert torch.isfinite(torch.tensor(results["test_bpd"])) and results["nonfinite_steps"] == 0
 
 
+@pytest.mark.slow
 def test_evaluate_script_reproduces_the_training_figure(tmp_path, synthetic_folder):
     import importlib.util
 
