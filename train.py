@@ -32,6 +32,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from glow.conditioning import config_from_data
 from glow.checkpoints import SafeCheckpointIO, atomic_write_bytes, check_model_config, read_checkpoint
 from glow.config import ConfigError, exit_with_config_error, unwrap, validate_image_size, validate_train
 from glow.divergence import Diverged
@@ -58,8 +59,7 @@ def build(cfg: DictConfig):
     validate_image_size(cfg.model, datamodule.image_shape)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["image_shape"] = list(datamodule.image_shape)
-    if model_config.get("conditional") == "class":
-        model_config["num_classes"] = datamodule.num_classes
+    model_config.update(config_from_data(model_config.get("conditional"), datamodule.num_classes))
     # plain values only: the checkpoint then rebuilds the model and loads with weights_only=True
     module = instantiate(cfg.module, model_config=model_config, _convert_="all")
     checkpoint_dir = Path(cfg.paths.output_dir) / "checkpoints"

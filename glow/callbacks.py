@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from glow import sampling
+from glow.conditioning import grid_labels
 
 
 class SampleGrid(L.Callback):
@@ -44,9 +45,10 @@ class SampleGrid(L.Callback):
         try:
             grids = {}
             generator = torch.Generator(device="cpu").manual_seed(self.seed)
-            if model.conditional != "image":  # an inpainting model needs a masked image to sample from
-                grids["samples"] = sampling.temperature_grid(model, self.temperatures, self.n, generator=generator,
-                                                             labels=self._labels(model), allow_nonfinite=True)
+            if model.kind.samples_from_nothing:  # an inpainting model needs a masked image to sample from
+                labels = grid_labels(model, self.n, per_class=True)
+                n = self.n if labels is None else len(labels)
+                grids["samples"] = sampling.temperature_sweep(model, self.temperatures, n, generator, labels)
             if batch is None:
                 batch = next(iter(trainer.datamodule.val_dataloader()))
             images, labels = batch[0][:8].to(module.device), batch[1][:8].to(module.device)
@@ -65,11 +67,6 @@ class SampleGrid(L.Callback):
             sampling.save_grid(grid, path, n_bits=module.n_bits, nrow=nrow)
             if isinstance(trainer.logger, WandbLogger):
                 trainer.logger.log_image(key=f"samples/{name}", images=[str(path)], step=trainer.global_step)
-
-    def _labels(self, model):
-        if model.conditional != "class":
-            return None
-        return torch.arange(model.num_classes).repeat_interleave(max(1, self.n // model.num_classes))
 
     def state_dict(self) -> dict:
         return {"last_step": self._last_step}

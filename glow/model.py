@@ -26,18 +26,17 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from glow.conditioning import Kind, make_condition
 from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm
 from glow.flows.base import Flow, FlowSequence, zeros_logdet
 from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
 from glow.flows.coupling import COUPLINGS, MASKS, Coupling
 from glow.flows.permute import Reverse, Shuffle
-from glow.flows.split import Split
 from glow.flows.squeeze import Squeeze
 from glow.nets import ConditionEncoder, freeze_output_logscales
-from glow.priors import TopPrior, gaussian_log_prob, gaussian_sample
+from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
 
 PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
-CONDITIONALS = (None, "class", "image")
 
 
 def _choice(name: str, value, allowed: Sequence) -> None:
@@ -49,6 +48,20 @@ def _choice(name: str, value, allowed: Sequence) -> None:
 def _positive_int(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"model.{name}={value!r} is not allowed: use a positive integer")
+
+
+def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
+                    permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
+                    class_head=False) -> Kind:
+    """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
+    Glow() and glow.config.validate_model both call this, so each check is written once."""
+    for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
+                        ("spline_bins", spline_bins)]:
+        _positive_int(name, value)
+    _choice("coupling", coupling, COUPLINGS)
+    _choice("permutation", permutation, PERMUTATIONS)
+    _choice("mask", mask, MASKS)
+    return Kind.of(conditional, num_classes, class_head)
 
 
 def _permutation(kind: str, channels: int, seed: int) -> Flow:
@@ -68,31 +81,22 @@ class Glow(nn.Module):
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
-        for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
-                            ("spline_bins", spline_bins)]:
-            _positive_int(name, value)
-        _choice("coupling", coupling, COUPLINGS)
-        _choice("permutation", permutation, PERMUTATIONS)
-        _choice("mask", mask, MASKS)
-        _choice("conditional", conditional, CONDITIONALS)
+        self.kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
+                                    conditional, num_classes, class_head)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             raise ValueError(f"model.levels={levels} is not allowed for image size {h}x{w}: "
                              f"height and width must be divisible by 2^levels={2 ** levels}")
-        if conditional == "class":
-            _positive_int("num_classes", num_classes)
-        if class_head and conditional != "class":
-            raise ValueError(f"model.class_head={class_head!r} is not allowed: the classification head needs "
-                             f"model.conditional=class")
 
         self.image_shape = image_shape
         self.num_dims = c * h * w
         self.num_levels = levels
         self.conditional = conditional
-        self.num_classes = num_classes if conditional == "class" else 0
-        classes = self.num_classes
-        self.encoder = ConditionEncoder(c + 1, levels, cond_channels) if conditional == "image" else None
-        feature_channels = cond_channels if conditional == "image" else 0
+        self.num_classes = classes = self.kind.num_classes
+        self.encoder = ConditionEncoder(c + 1, levels, cond_channels) if self.kind.image else None
+        feature_channels = self.kind.feature_channels(cond_channels)
+        # the bit depth of the data this model was trained on (train and glow.sampling.load set it)
+        self.n_bits = 8
 
         self.squeeze = Squeeze()
         # not in Glow: a per-pixel ActNorm on the image, for data with near-constant pixels (see PixelActNorm)
@@ -131,28 +135,11 @@ class Glow(nn.Module):
             freeze_output_logscales(self)
 
     # -- conditioning -----------------------------------------------------------------------
-    @staticmethod
-    def make_condition(x: Tensor, mask: Tensor) -> Tensor:
-        """The inpainting condition: the observed image (missing pixels zeroed) and the mask (1 = missing)."""
-        mask = mask.to(x.dtype)
-        if mask.dim() == 3:
-            mask = mask.unsqueeze(1)
-        mask = mask[:, :1].expand(x.shape[0], 1, *x.shape[-2:])
-        return torch.cat([x * (1 - mask), mask], dim=1)
-
-    def _conditioning(self, cond: Tensor | None) -> tuple[list[Tensor | None], Tensor | None]:
-        """-> (per-level features for couplings and priors, labels for priors)."""
-        if self.conditional is None:
-            return [None] * self.num_levels, None
-        if cond is None:
-            raise ValueError(f"this Glow is conditional ({self.conditional}): pass cond")
-        if self.conditional == "class":
-            return [None] * self.num_levels, cond
-        return self.encoder(cond), None
+    make_condition = staticmethod(make_condition)  # see glow.conditioning
 
     # -- the flow ---------------------------------------------------------------------------
     def _encode(self, x: Tensor, cond: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor]:
-        features, labels = self._conditioning(cond)
+        features, labels = self.kind.route(cond, self.encoder, self.num_levels)
         zs, logdet, log_prior = [], zeros_logdet(x), zeros_logdet(x)
         h = x
         if self.pixel_norm is not None:
@@ -191,16 +178,6 @@ class Glow(nn.Module):
         zs, logdet, log_prior = self._encode(x, cond)
         return log_prior + logdet, (self.class_logits(zs[-1]) if self.class_head is not None else None)
 
-    @torch.no_grad()
-    def classify(self, x: Tensor) -> Tensor:
-        """Class logits of images x. Under class conditioning the flow itself ignores the labels (they
-        enter the priors only), so any label gives the same top latent: zeros are passed."""
-        if self.class_head is None:
-            raise ValueError("this Glow has no classification head: build it with class_head=True")
-        labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        zs, _ = self.encode(x, labels)
-        return self.class_logits(zs[-1])
-
     def _decode(self, top: Tensor, latent_for_split: Callable[[int, Tensor, Tensor | None], Tensor],
                 features: list[Tensor | None]) -> Tensor:
         h = top
@@ -217,7 +194,7 @@ class Glow(nn.Module):
         """Exact inverse of ``encode``: every latent is used as given, none resampled."""
         if len(zs) != self.num_levels:
             raise ValueError(f"decode needs {self.num_levels} latents (one per level), got {len(zs)}")
-        features, _ = self._conditioning(cond)
+        features, _ = self.kind.route(cond, self.encoder, self.num_levels)
         return self._decode(zs[-1], lambda level, kept, feats: zs[level], features)
 
     @torch.no_grad()
@@ -231,7 +208,7 @@ class Glow(nn.Module):
         if noise is None:
             device = self.top_prior.anchor.device
             noise = [torch.randn(n, *shape, device=device) for shape in self.latent_shapes]
-        features, labels = self._conditioning(cond)
+        features, labels = self.kind.route(cond, self.encoder, self.num_levels)
         top = gaussian_sample(*self.top_prior.params(n, labels, features[-1]), temperature, noise[-1])
 
         def split_latent(level: int, kept: Tensor, feats: Tensor | None) -> Tensor:

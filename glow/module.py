@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric, SumMetric
 
+from glow.conditioning import training_condition
 from glow.divergence import DivergenceGuard
 from glow.masks import MaskSampler
 from glow.model import Glow
@@ -38,9 +39,9 @@ class GlowModule(L.LightningModule):
                 or classifier_weight < 0 or (classifier_weight > 0 and self.model.class_head is None):
             raise ValueError(f"module.classifier_weight={classifier_weight!r} is not allowed: use a number >= 0, "
                              f"and > 0 only with model.class_head=true (and model.conditional=class)")
-        self.n_bits = n_bits
+        self.model.n_bits = n_bits  # the model carries its bit depth (before the EMA copy is made)
         self.num_dims = self.model.num_dims
-        self.mask_sampler = MaskSampler(**(masks or {})) if self.model.conditional == "image" else None
+        self.mask_sampler = MaskSampler(**(masks or {})) if self.model.kind.image else None
         self.ema = None
         if ema_decay:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
@@ -51,6 +52,11 @@ class GlowModule(L.LightningModule):
         self.eval_metrics = nn.ModuleDict({"val": EvalMetrics(), "test": EvalMetrics()})
 
     # -- what evaluation and sampling use ---------------------------------------------------
+    @property
+    def n_bits(self) -> int:
+        """The bit depth of the data, carried by the model."""
+        return self.model.n_bits
+
     @property
     def eval_model(self) -> Glow:
         """The EMA weights when EMA is on, else the live weights."""
@@ -65,13 +71,8 @@ class GlowModule(L.LightningModule):
         density on the observed pixels.
         """
         model = model or self.model
-        if model.conditional == "class":
-            return labels, None
-        if model.conditional == "image":
-            mask = self.mask_sampler(images.shape[0], images.shape[-2:], device=images.device, generator=generator)
-            observed = preprocess(images, self.n_bits, dequantize=False)
-            return Glow.make_condition(observed, mask), mask
-        return None, None
+        bin_centres = lambda x: preprocess(x, self.n_bits, dequantize=False)  # noqa: E731
+        return training_condition(model.kind, images, labels, self.mask_sampler, bin_centres, generator)
 
     def noise_generator(self, stream: int, batch_idx: int) -> torch.Generator:
         """Dequantisation noise drawn from (seed, stream, step or batch, rank): a resumed run draws

@@ -7,6 +7,12 @@
 * ``SplitPrior``: the conditional Gaussian p(z_i | h_i) on the half factored out at a split, whose
   mean and log-std come from a zero-init conv on the kept half (plus the same optional conditioning).
 
+* ``Split`` (multi-scale architecture, Dinh et al. 2017; Glow): ``split(h) -> (kept, z)`` keeps the
+  first half of the channels to be transformed further and hands the second half ``z`` to the latent
+  list, under its SplitPrior p(z | kept). Splitting is a pure re-indexing, so its log|det| is 0 and
+  ``merge`` is its exact inverse: no latent is ever resampled on decode. It lives here, not under
+  glow/flows/, because it is not a Flow (it has split/merge) and it owns a prior.
+
 Every learned part starts at zero, i.e. at N(0, I), and scales its output by exp(3 * logs) as
 openai/glow does (glow.nets.ZeroConv2d / ZeroLinear / ZeroBias). Sampling at temperature T scales the std by T.
 """
@@ -96,3 +102,17 @@ class SplitPrior(_ConditionalGaussian):
             kept = kept.to(logdet_dtype(kept))
             h = self._add_conditioning(self.conv(kept), labels, features)
         return self._mean_log_std(h)
+
+
+class Split(nn.Module):
+    def __init__(self, channels: int, num_classes: int = 0, cond_channels: int = 0):
+        super().__init__()
+        self.factored = channels // 2
+        self.kept = channels - self.factored
+        self.prior = SplitPrior(self.kept, self.factored, num_classes, cond_channels)
+
+    def split(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        return h[:, :self.kept], h[:, self.kept:]
+
+    def merge(self, kept: Tensor, z: Tensor) -> Tensor:
+        return torch.cat([kept, z.to(kept.dtype)], dim=1)

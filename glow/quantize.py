@@ -21,9 +21,10 @@ import torch
 from torch import Tensor
 
 
-def check_n_bits(n_bits: int) -> int:
+def check_n_bits(n_bits: int, key: str = "n_bits") -> int:
+    """The one bit-depth check (glow.config.validate_n_bits calls it with key="module.n_bits")."""
     if not isinstance(n_bits, int) or isinstance(n_bits, bool) or not 1 <= n_bits <= 8:
-        raise ValueError(f"n_bits={n_bits!r} is not allowed: use an integer in 1..8")
+        raise ValueError(f"{key}={n_bits!r} is not allowed: use an integer in 1..8")
     return n_bits
 
 

@@ -6,7 +6,7 @@ what to quote: this machine is noisy).
     python scripts/benchmark.py device=cuda precision=bf16 model.hidden_channels=512 image_shape=[3,32,32]
 
 Each variant runs in its own subprocess (so peak memory is its own): a few warm-up steps, then
-``steps`` timed optimiser steps (forward, bits/dim loss, backward, Adamax). Prints a Markdown table
+``steps`` timed optimiser steps (forward, GlowModule.bpd loss on uint8 images, backward, Adamax). Prints a Markdown table
 and writes benchmark.json (steps/s, images/s, peak memory) into ``out`` (default outputs/benchmark).
 """
 
@@ -22,10 +22,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glow.model import Glow  # noqa: E402
-from glow.quantize import bits_per_dim  # noqa: E402
+from glow.module import GlowModule
+from glow.quantize import preprocess
 
 DEFAULTS = OmegaConf.create({
     "variants": "coupling",          # coupling | permutation | precision | parameterisation | none
@@ -50,16 +48,19 @@ def measure(cfg) -> dict:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     torch.manual_seed(0)
-    model = Glow(tuple(cfg.image_shape), **OmegaConf.to_container(cfg.model)).to(device)
-    x = torch.rand(cfg.batch_size, *cfg.image_shape, device=device) - 0.5
-    model.initialize(x)
+    model_config = {"image_shape": list(cfg.image_shape), **OmegaConf.to_container(cfg.model)}
+    module = GlowModule(model_config, lr=1e-4).to(device)  # the training module's own loss (bits/dim)
+    model = module.model
+    batch = (torch.randint(0, 256, (cfg.batch_size, *cfg.image_shape), dtype=torch.uint8, device=device),
+             torch.zeros(cfg.batch_size, dtype=torch.long, device=device))
+    model.initialize(preprocess(batch[0], module.n_bits))
     optimizer = torch.optim.Adamax(model.parameters(), lr=1e-4)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            loss = bits_per_dim(model.log_prob(x), model.num_dims).mean()
+            loss = module.bpd(batch, model)[0].mean()
         loss.backward()
         optimizer.step()
         return loss

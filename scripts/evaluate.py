@@ -10,18 +10,15 @@ Writes <run dir>/results.json with {"test_bpd": ..., ...}. The checkpoint loads 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glow.checkpoints import read_checkpoint  # noqa: E402
-from glow.config import ConfigError, exit_with_config_error, validate_ckpt_path  # noqa: E402
-from glow.module import GlowModule  # noqa: E402
+from glow.checkpoints import read_checkpoint
+from glow.config import ConfigError, check_image_shape, exit_with_config_error, validate_ckpt_path
+from glow.module import GlowModule
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -34,11 +31,12 @@ def evaluate(cfg: DictConfig) -> dict:
     except (ConfigError, ValueError) as err:
         exit_with_config_error(err)
     module = GlowModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
-    if not cfg.use_ema:
+    if not cfg.ema:
         module.ema = None
-    if tuple(module.model.image_shape) != tuple(datamodule.image_shape):
-        exit_with_config_error(f"data image shape {datamodule.image_shape} does not match the checkpoint's "
-              f"{tuple(module.model.image_shape)}: pick the data config it was trained on")
+    try:
+        check_image_shape(datamodule.image_shape, module.model.image_shape, cfg.data.name)
+    except ConfigError as err:
+        exit_with_config_error(err)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     run = trainer.test if cfg.split == "test" else trainer.validate
     metrics = run(module, datamodule=datamodule, verbose=False)[0]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -34,14 +33,12 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional import structural_similarity_index_measure as ssim
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glow.config import ConfigError, exit_with_config_error, validate_ckpt_path  # noqa: E402
-from glow.inpaint import METHODS, completions_uint8, inpaint  # noqa: E402
-from glow.masks import MASK_KINDS, make_mask  # noqa: E402
-from glow.model import Glow  # noqa: E402
-from glow.quantize import bits_per_dim, preprocess  # noqa: E402
-from glow.sampling import load, save_grid  # noqa: E402
+from glow.config import ConfigError, check_image_shape, exit_with_config_error, validate_ckpt_path
+from glow.sampling.inpaint import METHODS, completions_uint8, inpaint
+from glow.masks import MASK_KINDS, make_mask
+from glow.model import Glow
+from glow.quantize import bits_per_dim, preprocess
+from glow.sampling import load, save_grid
 
 
 def all_images(dataset, limit: int | None = None) -> torch.Tensor:
@@ -84,7 +81,7 @@ def evaluate(cfg: DictConfig) -> dict:
             raise ConfigError(f"method={cfg.method!r} is not allowed: use one of {', '.join(METHODS)}")
         if cfg.mask not in MASK_KINDS:
             raise ConfigError(f"mask={cfg.mask!r} is not allowed: use one of {', '.join(MASK_KINDS)}")
-        for key in ("n_images", "n", "batch_size", "steps"):
+        for key in ("n_images", "n", "batch_size", "mcmc_steps"):
             if not isinstance(cfg[key], int) or cfg[key] < 1:
                 raise ConfigError(f"{key}={cfg[key]!r} is not allowed: use a positive integer")
         datamodule = instantiate(cfg.data)
@@ -92,13 +89,14 @@ def evaluate(cfg: DictConfig) -> dict:
         exit_with_config_error(err)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
-    model = load(cfg.ckpt_path, use_ema=cfg.use_ema).to(device)
+    model = load(cfg.ckpt_path, use_ema=cfg.ema).to(device)
     n_bits = model.n_bits
     datamodule.prepare_data()
     datamodule.setup("test")
-    if tuple(datamodule.image_shape) != tuple(model.image_shape):
-        exit_with_config_error(f"data image shape {datamodule.image_shape} does not match the checkpoint's "
-              f"{tuple(model.image_shape)}")
+    try:
+        check_image_shape(datamodule.image_shape, model.image_shape, cfg.data.name)
+    except ConfigError as err:
+        exit_with_config_error(err)
     test = all_images(datamodule.test_set, cfg.n_images)
     h, w = test.shape[-2:]
     fraction = cfg.mask_size / h if cfg.mask == "center" and cfg.mask_size else cfg.center_fraction
@@ -112,7 +110,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for images, m in tqdm(batches, desc=f"inpainting ({cfg.method})", unit="batch"):
         images, m = images.to(device), m.to(device)
         x = preprocess(images, n_bits, dequantize=False)
-        result = inpaint(model, x, m, n=cfg.n, method=cfg.method, temperature=cfg.temperature, steps=cfg.steps,
+        result = inpaint(model, x, m, n=cfg.n, method=cfg.method, temperature=cfg.inpaint_temperature, steps=cfg.mcmc_steps,
                          step_size=cfg.step_size, map_steps=cfg.map_steps, init=cfg.init, generator=generator)
         outputs.append(completions_uint8(result, images, m, n_bits).cpu())
         if result.acceptance_rate is not None:

@@ -9,7 +9,7 @@ It runs, as subprocesses, exactly the commands the README's sampling section sho
     python sample.py ckpt_path=<ckpt> task=sample n=50 nrow=10
     python sample.py ckpt_path=<ckpt> task=temperature n=10
     python sample.py ckpt_path=<ckpt> task=class n=10 temperature=0.5
-    python sample.py ckpt_path=<ckpt> task=interpolate n=4 steps=10 mode=slerp
+    python sample.py ckpt_path=<ckpt> task=interpolate n=4 points=10 mode=slerp
     python sample.py ckpt_path=<ckpt> task=reconstruct n=16
     python sample.py ckpt_path=<ckpt> task=manipulate attribute=8 baseline=3 n=4 scales=[-1,-0.5,0,0.5,1]
 
@@ -34,7 +34,7 @@ SAMPLE_TASKS = {  # docs/ name -> sample.py options
     "sample": ["task=sample", "n=50", "nrow=10"],
     "temperature": ["task=temperature", "n=10"],
     "class": ["task=class", "n=10", "temperature=0.5"],
-    "interpolate": ["task=interpolate", "n=4", "steps=10", "mode=slerp"],
+    "interpolate": ["task=interpolate", "n=4", "points=10", "mode=slerp"],
     "reconstruct": ["task=reconstruct", "n=16"],
     "manipulate": ["task=manipulate", "attribute=8", "baseline=3", "n=4", "scales=[-1,-0.5,0,0.5,1]"],
 }

@@ -32,7 +32,8 @@ if __name__ == "__main__":
     cfg = compose_train(out, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                               "trainer.precision=32-true", "data=imagefolder", f"data.path={folder}",
                               "data.image_size=16", "data.batch_size=8", "data.val_fraction=0.1",
-                              "module.init_batch_size=16", "trainer.max_steps=3"])
+                              "module.init_batch_size=16", "trainer.max_steps=3",
+                              "data.limit_test=15"])  # odd: 8 + 7 over two ranks
     datamodule, module, trainer = train.build(cfg)
     trainer.callbacks.append(SaveActNorm(out))
     trainer.fit(module, datamodule=datamodule)

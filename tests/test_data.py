@@ -186,12 +186,12 @@ def test_torchvision_arrays_become_nchw_uint8(monkeypatch, name):
     pixels = rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)  # what we expect out
     labels = np.arange(20) % 10
 
-    def fake(self, train, download):
+    def fake(dataset_name, root, train, download):
         if name == "cifar10":  # CIFAR10.data is [N, H, W, C], targets a list
             return SimpleNamespace(data=pixels.transpose(0, 2, 3, 1).copy(), targets=labels.tolist())
         return SimpleNamespace(data=pixels, labels=labels)  # SVHN.data is [N, C, H, W]
 
-    monkeypatch.setattr(ImageDataModule, "_torchvision_dataset", fake)
+    monkeypatch.setattr("glow.data.sources.torchvision_dataset", fake)
     dm = ImageDataModule(name, download=False, val_fraction=0.0, batch_size=4)
     dm.setup()
     x, y = first_batch(dm.test_dataloader())

@@ -5,40 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glow.flows import (ActNorm, Coupling, DiagonalScale, InvConv1x1, InvConv1x1LU, Reverse, Shuffle,
-                        Squeeze)
+from glow.flows import ActNorm, Coupling, InvConv1x1, InvConv1x1LU
 from glow.flows.coupling import checkerboard
-from tests.helpers import jacobian_logdet, perturb
+from glow.exactness import condition_for, jacobian_logdet, layer_factories, perturb
 
 C, H, W = 4, 4, 4
 
 
-def make_layers():
-    yield "actnorm", lambda: ActNorm(C)
-    yield "diagonal_scale", lambda: DiagonalScale((C, H, W))
-    yield "conv", lambda: InvConv1x1(C)
-    yield "conv_lu", lambda: InvConv1x1LU(C)
-    yield "reverse", lambda: Reverse(C)
-    yield "shuffle", lambda: Shuffle(C, seed=3)
-    yield "squeeze", lambda: Squeeze()
-    for transform in ("additive", "affine", "spline"):
-        for mask in ("channel", "checkerboard"):
-            for parity in (0, 1):
-                yield f"{transform}-{mask}-{parity}", (
-                    lambda t=transform, m=mask, p=parity: Coupling(C, 16, t, m, parity=p, spline_bins=5))
-    yield "affine-conditional", lambda: Coupling(C, 16, "affine", cond_channels=3)
-    yield "spline-conditional", lambda: Coupling(C, 16, "spline", "checkerboard", cond_channels=3)
-
-
-LAYERS = dict(make_layers())
-
-
-def cond_for(layer, x):
-    net = getattr(layer, "net", None)
-    if net is not None and net.cond_channels:
-        return torch.randn(x.shape[0], net.cond_channels, *x.shape[-2:], dtype=x.dtype,
-                           generator=torch.Generator().manual_seed(7))
-    return None
+LAYERS = layer_factories(C, H, W)
+cond_for = condition_for
 
 
 @pytest.mark.parametrize("name", LAYERS)
@@ -146,7 +121,12 @@ def test_conv1x1_starts_as_rotation():
 
 
 def test_lu_structure_is_kept():
+    """W = P L U with L unit lower-triangular and U's diagonal exp(log_s), whatever the free parameters hold:
+    the entries outside the structure (L's diagonal and upper part, U's lower part) must not reach W."""
     layer = perturb(InvConv1x1LU(5), 0.5)
-    p, lower, upper = torch.linalg.lu(layer.weight())
-    assert torch.allclose(torch.diagonal(lower), torch.ones(5, dtype=lower.dtype))
-    assert torch.allclose(torch.linalg.slogdet(layer.weight())[1], layer.log_s.double().sum(), atol=1e-10)
+    w = layer.weight()
+    with torch.no_grad():
+        layer.lower.add_(torch.triu(torch.randn(5, 5), 0))  # on and above L's diagonal
+        layer.upper.add_(torch.tril(torch.randn(5, 5), 0))  # on and below U's diagonal
+    assert torch.equal(layer.weight(), w)
+    assert torch.allclose(torch.linalg.slogdet(w)[1], layer.log_s.double().sum(), atol=1e-10)

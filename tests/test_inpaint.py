@@ -10,7 +10,7 @@ import torch
 
 from glow import Glow
 from glow.flows import ActNorm, FlowSequence, InvConv1x1
-from glow.inpaint import cglow_inpaint, mala, mcmc_inpaint
+from glow.sampling.inpaint import cglow_inpaint, mala, mcmc_inpaint
 from glow.masks import MaskSampler, make_mask
 from glow.priors import gaussian_log_prob
 from tests.helpers import jacobian_logdet, perturb
@@ -93,6 +93,26 @@ def test_observed_pixels_unchanged_and_completions_differ(method):
     assert torch.isfinite(c).all()
 
 
+def test_observed_pixels_come_from_the_input_not_the_model():
+    """A model whose output is corrupted everywhere: the hole shows the corruption, the observed pixels
+    do not (in model space, and as uint8 through completions_uint8)."""
+    from glow.quantize import preprocess
+    from glow.sampling.inpaint import completions_uint8
+
+    model = tiny("image")
+    images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    x = preprocess(images, 8, dequantize=False)
+    mask = make_mask("center", 2, (8, 8))
+    model.sample = lambda n, temperature=1.0, cond=None, noise=None: torch.full((n, 1, 8, 8), 0.25)
+    result = cglow_inpaint(model, x, mask, n=2)
+    hole = (mask == 1).expand_as(x).unsqueeze(1).expand_as(result.completions)
+    assert (result.completions[hole] == 0.25).all()  # the model's output reached the hole
+    assert torch.equal(result.completions[~hole], x.unsqueeze(1).expand_as(result.completions)[~hole])
+    filled = completions_uint8(result, images, mask, 8)
+    assert (filled[hole] == 192).all()  # 0.25 in model space is pixel (0.25 + 0.5) * 256 = 192
+    assert torch.equal(filled[~hole], images.unsqueeze(1).expand_as(filled)[~hole])
+
+
 def test_empty_mask_returns_the_input():
     x = torch.rand(2, 1, 8, 8) - 0.5
     empty = make_mask("none", 2, (8, 8))
@@ -151,7 +171,7 @@ def test_inpainting_end_to_end_from_a_trained_checkpoint(tmp_path, synthetic_fol
     extra = ["model.conditional=image", "model.cond_channels=8"] if route == "cglow" else []
     trained = train.run(compose_train(tmp_path, data + extra + ["trainer.max_steps=6"]))
     results, out = _evaluate_inpainting(tmp_path, trained["last_checkpoint"],
-                                        data + ["n_images=4", "n=3", "steps=10", "mask_size=6", "batch_size=2"])
+                                        data + ["n_images=4", "n=3", "mcmc_steps=10", "mask_size=6", "batch_size=2"])
     assert results["method"] == route and results["observed_max_abs_change"] == 0
     assert results["hole_pixels"] == 36 and results["diversity"] > 0
     for key in ("psnr_mean_completion", "psnr_best_of_n", "ssim_mean_completion", "psnr_mean_fill",

@@ -151,6 +151,9 @@ def test_precision_under_autocast():
     model = perturb(small(), scale=0.05)
     x = torch.rand(4, 2, 8, 8) - 0.5
     reference = model.log_prob(x)
+    net_dtypes = []  # what the coupling networks' first conv computed in: the proof that bf16 ran
+    first_conv = next(m for m in model.levels[0].layers[2].net.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, inputs, output: net_dtypes.append(output.dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         zs, logdet = model.encode(x)
         log_p = model.log_prob(x)
@@ -158,6 +161,7 @@ def test_precision_under_autocast():
         conv = model.levels[0].layers[1]
         _, conv_logdet = conv(torch.randn(2, 8, 4, 4))
         mean, log_std = model.top_prior.params(2)
+    assert net_dtypes and set(net_dtypes) == {torch.bfloat16}
     assert logdet.dtype == log_p.dtype == conv_logdet.dtype == torch.float32
     assert mean.dtype == log_std.dtype == torch.float32
     assert all(z.dtype == torch.float32 for z in zs)

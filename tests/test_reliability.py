@@ -181,6 +181,7 @@ def test_failed_resume_does_not_overwrite_on_exception_checkpoint(tmp_path):
 
 
 # -- one run, one directory -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_run_ids_differ_between_processes():
     code = "from glow.rundir import run_id; print(run_id())"
     env = {k: v for k, v in os.environ.items() if k not in ("GLOW_RUN_ID", "SLURM_JOB_ID")}

@@ -110,8 +110,8 @@ GRIDS = [  # (checkpoint, overrides, rows, cols): batch_size=2 so that every tas
     ("plain", ["task=sample", "n=5", "nrow=5"], 1, 5),
     ("plain", ["task=temperature", "n=3"], 8, 3),
     ("plain", ["task=temperature", "n=2", "temperatures=[0,1]"], 2, 2),
-    ("plain", ["task=interpolate", "n=2", "steps=5"], 2, 5),
-    ("plain", ["task=interpolate", "indices=[4,5]", "mode=slerp", "steps=3"], 1, 3),
+    ("plain", ["task=interpolate", "n=2", "points=5"], 2, 5),
+    ("plain", ["task=interpolate", "indices=[4,5]", "mode=slerp", "points=3"], 1, 3),
     ("plain", ["task=reconstruct", "n=3"], 1, 6),
     ("plain", ["task=manipulate", "n=2", "attribute=8", "baseline=3", "direction_images=8"], 2, 5),
     ("class", ["task=class", "n=3", f"classes=[{CLASSES[0]},{CLASSES[1]}]"], 2, 3),
@@ -121,6 +121,7 @@ GRIDS = [  # (checkpoint, overrides, rows, cols): batch_size=2 so that every tas
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which,overrides,rows,cols", GRIDS, ids=[" ".join(g[1]) for g in GRIDS])
 def test_every_task_writes_a_grid_of_the_expected_size(tmp_path, mnist, plain_ckpt, class_ckpt, capsys,
                                                        which, overrides, rows, cols):
@@ -135,6 +136,7 @@ def test_every_task_writes_a_grid_of_the_expected_size(tmp_path, mnist, plain_ck
 
 
 # -- numerics ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_temperature_zero_is_the_same_image_for_any_seed(tmp_path, mnist, plain_ckpt):
     model = sampling.load(plain_ckpt)
     at_zero = [sampling.sample(model, 3, 0.0, torch.Generator().manual_seed(seed)) for seed in (0, 1)]
@@ -153,6 +155,7 @@ def test_temperature_zero_is_the_same_image_for_any_seed(tmp_path, mnist, plain_
     assert values[0] == values[1] and values[2] == values[3] and values[0] != values[2]
 
 
+@pytest.mark.slow
 def test_sampling_runs_in_fp32_under_autocast(plain_ckpt):
     model = sampling.load(plain_ckpt)
     plain = sampling.sample(model, 2, 0.7, torch.Generator().manual_seed(0))
@@ -161,6 +164,7 @@ def test_sampling_runs_in_fp32_under_autocast(plain_ckpt):
     assert mixed.dtype == torch.float32 and torch.equal(plain, mixed)
 
 
+@pytest.mark.slow
 def test_temperature_rows_share_their_noise(plain_ckpt):
     model = sampling.load(plain_ckpt)
     grid = sampling.temperature_sweep(model, [0.0, 0.5, 0.5], 3, torch.Generator().manual_seed(0), batch_size=2)
@@ -173,17 +177,19 @@ def test_temperature_rows_share_their_noise(plain_ckpt):
     assert torch.equal(grid, again)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["linear", "slerp"])
 def test_interpolation_end_points_reproduce_the_inputs(mnist, plain_ckpt, mode):
     model = sampling.load(plain_ckpt)
     images, _ = mnist_test_images(mnist, 4)
     x = preprocess(images, model.n_bits, dequantize=False)
-    rows = sampling.interpolate(model, x[0::2], x[1::2], steps=6, mode=mode, batch_size=3).view(2, 6, *x.shape[1:])
+    rows = sampling.interpolate(model, x[0::2], x[1::2], points=6, mode=mode, batch_size=3).view(2, 6, *x.shape[1:])
     assert (rows[:, 0] - x[0::2]).abs().max() < 1e-4
     assert (rows[:, -1] - x[1::2]).abs().max() < 1e-4
     assert (rows[:, 2] - rows[:, 0]).abs().max() > 1e-3  # the middle moved
 
 
+@pytest.mark.slow
 def test_interpolation_between_image_files(tmp_path, mnist, plain_ckpt):
     """images=[a.png,b.png]: 28x28 files, padded to 32 as data=mnist does; the end tiles ARE the inputs."""
     images, _ = mnist_test_images(mnist, 2, size=28)
@@ -191,13 +197,14 @@ def test_interpolation_between_image_files(tmp_path, mnist, plain_ckpt):
     for i, image in enumerate(images):
         files.append(tmp_path / f"digit{i}.png")
         Image.fromarray(image[0].numpy()).save(files[-1])
-    result = run_sample(tmp_path, mnist, [f"ckpt_path={plain_ckpt}", "task=interpolate", "steps=4",
+    result = run_sample(tmp_path, mnist, [f"ckpt_path={plain_ckpt}", "task=interpolate", "points=4",
                                           f"images=[{files[0]},{files[1]}]"])
     tiles = png_tiles(Path(result["path"]), 1, 4, (32, 32))
     padded = torch.nn.functional.pad(images[:, 0], (2, 2, 2, 2))
     assert torch.equal(tiles[0], padded[0]) and torch.equal(tiles[-1], padded[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["plain", "class"])
 def test_reconstruction_is_exact(tmp_path, mnist, plain_ckpt, class_ckpt, which):
     ckpt = plain_ckpt if which == "plain" else class_ckpt
@@ -219,6 +226,7 @@ def test_reconstruction_is_exact(tmp_path, mnist, plain_ckpt, class_ckpt, which)
         assert torch.equal(tiles[0::2], tiles[1::2])
 
 
+@pytest.mark.slow
 def test_manipulation_direction_and_scale_zero(mnist, plain_ckpt):
     model = sampling.load(plain_ckpt)
     images, labels = mnist_test_images(mnist, 200)
@@ -237,6 +245,7 @@ def test_manipulation_direction_and_scale_zero(mnist, plain_ckpt):
 
 
 # -- class conditioning ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_class_conditional_samples_follow_their_label(mnist, class_ckpt):
     """2 x 32 samples at T=0.7, classified by the nearest class mean of real training 3s and 8s."""
     model = sampling.load(class_ckpt)
@@ -253,6 +262,7 @@ def test_class_conditional_samples_follow_their_label(mnist, class_ckpt):
     assert accuracy > 0.6, accuracy
 
 
+@pytest.mark.slow
 def test_class_head_gives_logits_and_leaves_log_prob_alone(mnist, class_ckpt):
     model = sampling.load(class_ckpt)
     assert model.class_head is not None
@@ -261,7 +271,8 @@ def test_class_head_gives_logits_and_leaves_log_prob_alone(mnist, class_ckpt):
     with torch.no_grad():
         log_prob, logits = model.log_prob_and_logits(x, labels)
         assert torch.equal(log_prob, model.log_prob(x, labels))
-        assert torch.allclose(model.classify(x), logits)  # the flow ignores the labels
+        _, other = model.log_prob_and_logits(x, torch.zeros_like(labels))
+        assert torch.allclose(other, logits)  # the flow ignores the labels: any label, the same logits
     assert logits.shape == (64, 10)
     accuracy = (logits[:, CLASSES].argmax(1) == (labels == CLASSES[1]).long()).float().mean()
     assert accuracy > 0.8, accuracy
@@ -279,6 +290,7 @@ def test_class_head_arguments_are_checked():
 
 
 # -- reporting and errors ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_nonfinite_samples_are_reported_and_left_grey(tmp_path, mnist, plain_ckpt, monkeypatch, capsys):
     real_sample = sampling.sample
 
@@ -287,7 +299,7 @@ def test_nonfinite_samples_are_reported_and_left_grey(tmp_path, mnist, plain_ckp
         images[1] = float("nan")
         return images
 
-    monkeypatch.setattr(sampling, "sample", poisoned)
+    monkeypatch.setattr("glow.sampling.tasks.sample", poisoned)  # the function sample.py's task calls
     result = run_sample(tmp_path, mnist, [f"ckpt_path={plain_ckpt}", "n=4"])
     assert result["nonfinite"] == 1
     assert "warning: 1 of 4 images are non-finite" in capsys.readouterr().err
@@ -295,6 +307,7 @@ def test_nonfinite_samples_are_reported_and_left_grey(tmp_path, mnist, plain_ckp
     assert (tiles[1] == 128).all()  # mid-grey
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,message", [
     ("task=bogus", "task='bogus' is not allowed: use one of sample, temperature, interpolate, reconstruct, "
                    "class, manipulate"),
@@ -326,6 +339,7 @@ def test_bad_options_give_one_line_and_exit_code_2(tmp_path, mnist, plain_ckpt, 
     assert not list(tmp_path.glob("*.png"))
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path, mnist, plain_ckpt):
     """The Hydra entry point: prints the PNG's path (in the run dir); a bad option exits 2 with one line."""
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOW_DATA_DIR=str(mnist))
@@ -339,6 +353,7 @@ def test_command_line(tmp_path, mnist, plain_ckpt):
     assert bad.returncode == 2 and bad.stderr.strip().startswith("config error: task='bogus' is not allowed")
 
 
+@pytest.mark.slow
 def test_mnist_class_experiment_composes_and_trains(tmp_path, mnist):
     """experiment=mnist_class (class prior + head + classifier weight) through one fast_dev_run batch."""
     cfg = compose_train(tmp_path, [f"data.root={mnist}", "data.download=false", "data.fallback=false",

@@ -5,8 +5,7 @@ from glow.flows.base import Flow, FlowSequence
 from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
 from glow.flows.coupling import Coupling
 from glow.flows.permute import Permutation, Reverse, Shuffle
-from glow.flows.split import Split
 from glow.flows.squeeze import Squeeze
 
 __all__ = ["ActNorm", "DiagonalScale", "Flow", "FlowSequence", "InvConv1x1", "InvConv1x1LU", "Coupling",
-           "Permutation", "Reverse", "Shuffle", "Split", "Squeeze"]
+           "Permutation", "Reverse", "Shuffle", "Squeeze"]

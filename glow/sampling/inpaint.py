@@ -24,7 +24,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from glow.conditioning import inpaint_method, make_condition
 from glow.model import Glow
+from glow.quantize import to_uint8
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -46,13 +48,12 @@ def _broadcast_mask(mask: Tensor, x: Tensor) -> Tensor:
 @torch.no_grad()
 def cglow_inpaint(model: Glow, x: Tensor, mask: Tensor, n: int, temperature: float = 0.8) -> InpaintResult:
     """n completions per image from a conditional Glow: x ~ p(x | x_obs, mask) at temperature T."""
-    if model.conditional != "image":
-        raise ValueError("method=cglow needs a model trained with model.conditional=image")
+    inpaint_method(model, "cglow")
     b = x.shape[0]
     full_mask = _broadcast_mask(mask, x)
     x_rep = x.repeat_interleave(n, dim=0)
     m_rep = full_mask.repeat_interleave(n, dim=0)
-    cond = Glow.make_condition(x_rep, m_rep[:, :1])
+    cond = make_condition(x_rep, m_rep[:, :1])
     samples = model.sample(b * n, temperature=temperature, cond=cond)
     completions = torch.where(m_rep.bool(), samples.clamp(-0.5, 0.5), x_rep)
     return InpaintResult(completions.view(b, n, *x.shape[1:]), "cglow")
@@ -139,8 +140,7 @@ def mcmc_inpaint(model: Glow, x: Tensor, mask: Tensor, n: int, steps: int = 300,
                  generator: torch.Generator | None = None, progress: Callable[[int], None] | None = None
                  ) -> InpaintResult:
     """n completions per image from an unconditional Glow by MALA (or a MAP fill when map_steps > 0)."""
-    if model.conditional is not None:
-        raise ValueError(f"method=mcmc needs an unconditional model; this one is conditional={model.conditional}")
+    inpaint_method(model, "mcmc")
     if init not in ("noise", "mean"):
         raise ValueError(f"init={init!r} is not allowed: use noise or mean")
     b = x.shape[0]
@@ -185,8 +185,7 @@ def inpaint(model: Glow, x: Tensor, mask: Tensor, n: int = 8, method: str = "aut
         raise ValueError(f"method={method!r} is not allowed: use one of {', '.join(METHODS)}")
     if n < 1:
         raise ValueError(f"n={n!r} is not allowed: use a positive integer")
-    if method == "auto":
-        method = "cglow" if model.conditional == "image" else "mcmc"
+    method = inpaint_method(model, method) if method == "auto" else method
     if method == "cglow":
         return cglow_inpaint(model, x, mask, n, temperature=0.8 if temperature is None else temperature)
     return mcmc_inpaint(model, x, mask, n, steps=steps, step_size=step_size,
@@ -197,8 +196,6 @@ def inpaint(model: Glow, x: Tensor, mask: Tensor, n: int = 8, method: str = "aut
 
 def completions_uint8(result: InpaintResult, images_uint8: Tensor, mask: Tensor, n_bits: int) -> Tensor:
     """Completions as uint8 [B, n, C, H, W], with the observed pixels copied bit-exactly from the input."""
-    from glow.quantize import to_uint8
-
     filled = to_uint8(result.completions, n_bits)
     keep = (_broadcast_mask(mask, images_uint8.float()) == 0).unsqueeze(1).expand_as(filled)
     return torch.where(keep, images_uint8.unsqueeze(1).expand_as(filled), filled)

@@ -1,0 +1,76 @@
+"""What is known about each data set before any image is loaded: names, shapes, classes, paths."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+NAMES = ("mnist", "fashion_mnist", "cifar10", "svhn", "celeba", "imagefolder", "digits")
+RESIZE_MODES = ("pad", "resize", "center_crop")
+TARGETS = ("class", "attr")
+IN_MEMORY = frozenset({"mnist", "fashion_mnist", "cifar10", "svhn", "digits"})
+DOWNLOAD_TIMEOUT_S = 30.0
+
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
+    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
+    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
+    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin",
+    "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
+    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
+    "Wearing_Necktie", "Young",
+)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What is known about a data set before any image is loaded."""
+
+    shape: tuple[int, int, int]  # native (C, H, W)
+    class_names: tuple[str, ...]
+    attribute_names: tuple[str, ...] | None = None
+
+
+_DIGITS = tuple(str(i) for i in range(10))
+SPECS = {
+    "mnist": DatasetSpec((1, 28, 28), _DIGITS),
+    "digits": DatasetSpec((1, 28, 28), _DIGITS),  # upsampled from 8x8 to stand in for MNIST
+    "fashion_mnist": DatasetSpec((1, 28, 28), (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+    "cifar10": DatasetSpec((3, 32, 32), (
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck")),
+    "svhn": DatasetSpec((3, 32, 32), _DIGITS),
+    # CelebA has no classes: with target="class" every label is 0 (an unconditional data set).
+    "celeba": DatasetSpec((3, 218, 178), ("face",), CELEBA_ATTRIBUTES),
+}
+
+
+def default_data_dir() -> str:
+    """The data-set root: ``$GLOW_DATA_DIR`` if set, else the repository's ``data/`` folder.
+
+    Absolute, so that every working directory (a Hydra run folder, a test's tmp dir) finds the
+    same data.
+    """
+    env = os.environ.get("GLOW_DATA_DIR")
+    if env:
+        return str(Path(env).expanduser().resolve())
+    return str(Path(__file__).resolve().parents[2] / "data")
+
+
+def default_num_workers() -> int:
+    """DataLoader worker processes for data sets decoded from files.
+
+    One core stays with the main process, which runs the training step (on a CPU-only box,
+    the model itself); the others decode images. On a 2-core box that is one worker: decoding
+    overlaps the step without two processes fighting over one core. Capped at 4 because small
+    images (32..64 px) decode fast; more workers add start-up time and memory, not speed.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))  # honours taskset/container pinning, unlike cpu_count
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
+
