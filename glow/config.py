@@ -87,7 +87,8 @@ def validate_model(model: DictConfig) -> None:
     keys = ("levels", "steps", "hidden_channels", "spline_bins", "coupling", "permutation", "mask", "conditional")
     try:
         check_arguments(**{k: model.get(k) for k in keys}, num_classes=model.get("num_classes", 10),
-                        class_head=model.get("class_head", False))
+                        class_head=model.get("class_head", False),
+                        affine_scale=model.get("affine_scale", "sigmoid"))
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

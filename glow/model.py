@@ -30,7 +30,7 @@ from glow.conditioning import Kind, make_condition
 from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm
 from glow.flows.base import Flow, FlowSequence, zeros_logdet
 from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
-from glow.flows.coupling import COUPLINGS, MASKS, Coupling
+from glow.flows.coupling import AFFINE_SCALES, COUPLINGS, MASKS, Coupling
 from glow.flows.permute import Reverse, Shuffle
 from glow.flows.squeeze import Squeeze
 from glow.nets import ConditionEncoder, freeze_output_logscales
@@ -52,7 +52,7 @@ def _positive_int(name: str, value) -> None:
 
 def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
                     permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
-                    class_head=False) -> Kind:
+                    class_head=False, affine_scale="sigmoid") -> Kind:
     """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
     Glow() and glow.config.validate_model both call this, so each check is written once."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
@@ -61,6 +61,7 @@ def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coup
     _choice("coupling", coupling, COUPLINGS)
     _choice("permutation", permutation, PERMUTATIONS)
     _choice("mask", mask, MASKS)
+    _choice("affine_scale", affine_scale, AFFINE_SCALES)
     return Kind.of(conditional, num_classes, class_head)
 
 
@@ -76,13 +77,13 @@ class Glow(nn.Module):
                  spline_bins: int = 8, spline_tail_bound: float = 3.0, conditional: str | None = None,
                  num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False,
                  inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False,
-                 pixel_actnorm: bool = False):
+                 pixel_actnorm: bool = False, affine_scale: str = "sigmoid"):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
         self.kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
-                                    conditional, num_classes, class_head)
+                                    conditional, num_classes, class_head, affine_scale)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             raise ValueError(f"model.levels={levels} is not allowed for image size {h}x{w}: "
@@ -114,7 +115,8 @@ class Glow(nn.Module):
                 layers.append(_permutation(permutation, channels, seed=seed + 1000 * level + step))
                 layers.append(Coupling(channels, hidden_channels, coupling, mask, parity=step % 2,
                                        cond_channels=feature_channels, spline_bins=spline_bins,
-                                       spline_tail_bound=spline_tail_bound, inner_actnorm=inner_actnorm))
+                                       spline_tail_bound=spline_tail_bound, inner_actnorm=inner_actnorm,
+                                       affine_scale=affine_scale))
             if level == levels - 1:
                 if final_scaling:
                     layers.append(DiagonalScale((channels, h, w)))
