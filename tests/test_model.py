@@ -55,6 +55,8 @@ def test_model_logdet_matches_autograd_jacobian(coupling, permutation):
     dict(coupling="affine", permutation="reverse", mask="checkerboard"),  # RealNVP
     dict(conditional="class", num_classes=3),
     dict(conditional="image", cond_channels=4),
+    dict(affine_scale="tanh"),  # the two-sided bounded affine scale (not Glow)
+    dict(affine_scale="tanh", pixel_actnorm=True, mask="checkerboard"),
 ])
 def test_presets_and_conditional_models_are_exact(preset):
     model = perturb(Glow((1, 4, 4), levels=2, steps=2, hidden_channels=8, **preset)).double()
@@ -83,12 +85,13 @@ def test_log_prob_is_prior_plus_logdet_with_standard_normal_prior():
     assert torch.allclose(model.log_prob(x), standard_normal + logdet, atol=1e-10)
 
 
-@pytest.mark.parametrize("coupling", COUPLINGS)
+@pytest.mark.parametrize("coupling", [*COUPLINGS, "affine_tanh"])
 def test_density_normalises(coupling):
     """Importance sampling of the integral of p over R^4 (a 1x2x2 image) with a wide Gaussian proposal."""
     torch.manual_seed(1)
-    model = perturb(Glow((1, 2, 2), levels=1, steps=3, hidden_channels=8, coupling=coupling,
-                         permutation="conv", spline_bins=4), scale=0.1, seed=3).double()
+    scale = "tanh" if coupling == "affine_tanh" else "sigmoid"
+    model = perturb(Glow((1, 2, 2), levels=1, steps=3, hidden_channels=8, coupling=coupling.replace("_tanh", ""),
+                         permutation="conv", spline_bins=4, affine_scale=scale), scale=0.1, seed=3).double()
     n, sigma = 400_000, 1.5
     q = torch.distributions.Normal(torch.zeros(4, dtype=torch.float64), sigma * torch.ones(4, dtype=torch.float64))
     y = q.sample((n,))
