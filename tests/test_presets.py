@@ -20,7 +20,7 @@ def test_default_is_the_small_affine_glow():
     assert (model.levels, model.steps, model.hidden_channels) == (3, 8, 64)
     assert (model.coupling, model.permutation, model.mask, model.actnorm) == ("affine", "conv_lu", "channel", True)
     assert model.inner_actnorm and model.zero_logscale and model.learn_top and not model.learn_top_per_position
-    assert model.pixel_actnorm  # glow_small adds it; the Glow preset itself does not
+    assert model.affine_scale == "tanh" and not model.pixel_actnorm  # glow_small's one change to Glow
 
 
 def test_realnvp_preset_is_affine_checkerboard_multiscale():
@@ -39,7 +39,7 @@ def test_nice_preset_has_one_level_and_final_scaling():
 def test_glow_preset_is_the_papers_size():
     model = composed_model("model=glow")
     assert (model.levels, model.steps, model.hidden_channels, model.coupling) == (3, 32, 512, "affine")
-    assert not model.pixel_actnorm
+    assert not model.pixel_actnorm and model.affine_scale == "sigmoid"
 
 
 @pytest.mark.parametrize("experiment, expected", [
