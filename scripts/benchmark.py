@@ -35,9 +35,11 @@ VARIANTS = {
     "coupling": [{"model.coupling": c} for c in ("additive", "affine", "spline")],
     "permutation": [{"model.permutation": p} for p in ("reverse", "shuffle", "conv", "conv_lu")],
     "precision": [{"precision": p} for p in ("fp32", "bf16")],
-    # Glow's parameterisation vs the earlier one (no inner ActNorm, plain zero layers, per-position top)
+    # before issue 8 (no inner ActNorm, plain zero layers, per-position top), Glow's parameterisation,
+    # Glow without inner ActNorm, and the default experiment's model (Glow with the tanh affine scale)
     "parameterisation": [{"model.inner_actnorm": False, "model.zero_logscale": False,
-                          "model.learn_top_per_position": True}, {}, {"model.inner_actnorm": False}],
+                          "model.learn_top_per_position": True}, {}, {"model.inner_actnorm": False},
+                         {"model.affine_scale": "tanh"}],
     "none": [{}],
 }
 
