@@ -115,11 +115,9 @@ def bad_checkpoints(tmp: Path, data: Path, good: Path) -> None:
            rc == 2 and "hidden_channels 8 != 16" in err and not (tmp / "run_mismatch" / "checkpoints").exists())
 
 
-def path_deleting_checkpoint(tmp: Path, data: Path, good: Path) -> None:
-    victim, victim_dir = tmp / "victim.txt", tmp / "victim_dir"
-    victim.write_text("precious")
-    victim_dir.mkdir()
-    (victim_dir / "inner").write_text("precious")
+def craft_path_deleting_checkpoint(good: Path, victim: Path, victim_dir: Path, out: Path) -> Path:
+    """The attack of issue 9: a weights_only-loadable checkpoint whose ModelCheckpoint state names
+    paths outside its run (a local:// URL and absolute paths) for Lightning to delete at the next save."""
     ckpt = torch.load(good, weights_only=True)
     for key, state in ckpt["callbacks"].items():
         if "ModelCheckpoint" in key:
@@ -127,8 +125,16 @@ def path_deleting_checkpoint(tmp: Path, data: Path, good: Path) -> None:
             state.update(best_model_path=f"local://{victim}", last_model_path=str(victim_dir),
                          kth_best_model_path=str(victim), best_model_score=torch.tensor(-1e9),
                          best_k_models={str(victim_dir): torch.tensor(0.0), f"local://{victim}": torch.tensor(1.0)})
-    crafted = tmp / "crafted.ckpt"
-    torch.save(ckpt, crafted)
+    torch.save(ckpt, out)
+    return out
+
+
+def path_deleting_checkpoint(tmp: Path, data: Path, good: Path) -> None:
+    victim, victim_dir = tmp / "victim.txt", tmp / "victim_dir"
+    victim.write_text("precious")
+    victim_dir.mkdir()
+    (victim_dir / "inner").write_text("precious")
+    crafted = craft_path_deleting_checkpoint(good, victim, victim_dir, tmp / "crafted.ckpt")
     rc, _, err = train(tmp / "run_crafted", data, f"ckpt_path={crafted}", "trainer.max_steps=8")
     intact = victim.exists() and (victim_dir / "inner").exists()
     record("checkpoint whose callback state names local:// and absolute paths",

@@ -23,6 +23,7 @@ import train
 from glow.checkpoint_callbacks import SafeOnExceptionCheckpoint
 from glow.checkpoints import CheckpointError, read_checkpoint, remove_stale_temp_files
 from glow.data import ImageDataModule
+from scripts.fault_drill import craft_path_deleting_checkpoint
 from tests.conftest import REPO, compose_train
 
 TINY = ["model.levels=2", "model.steps=2", "model.hidden_channels=8", "data.image_size=8", "data.batch_size=8",
@@ -120,16 +121,7 @@ def test_crafted_callback_state_cannot_delete_files(tmp_path, good_ckpt):
     victim_file.write_text("precious")
     victim_dir.mkdir()
     (victim_dir / "inner.txt").write_text("precious")
-    ckpt = torch.load(good_ckpt, weights_only=True)
-    for key, state in ckpt["callbacks"].items():
-        if "ModelCheckpoint" in key:
-            state.pop("dirpath", None)
-            state.update(best_model_path=f"local://{victim_file}", kth_best_model_path=str(victim_dir),
-                         last_model_path=str(victim_file), best_k_models={str(victim_dir): torch.tensor(0.0),
-                                                                           f"local://{victim_file}": torch.tensor(1.0)},
-                         best_model_score=torch.tensor(-1e9))
-    crafted = tmp_path / "crafted.ckpt"
-    torch.save(ckpt, crafted)
+    crafted = craft_path_deleting_checkpoint(good_ckpt, victim_file, victim_dir, tmp_path / "crafted.ckpt")
     folder = good_ckpt.parents[2] / "data"
     train.run(compose_train(tmp_path / "run", folder_overrides(folder) + ["trainer.max_steps=6",
                                                                           f"ckpt_path={crafted}"]))
