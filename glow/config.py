@@ -88,7 +88,9 @@ def validate_model(model: DictConfig) -> None:
     try:
         check_arguments(**{k: model.get(k) for k in keys}, num_classes=model.get("num_classes", 10),
                         class_head=model.get("class_head", False),
-                        affine_scale=model.get("affine_scale", "sigmoid"))
+                        affine_scale=model.get("affine_scale", "sigmoid"),
+                        cond_encoder=model.get("cond_encoder", "cnn"),
+                        conditional_layers=model.get("conditional_layers", False))
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

@@ -8,7 +8,7 @@ import itertools
 import torch
 from torch import Tensor, nn
 
-from glow.flows import ActNorm, Coupling, DiagonalScale, InvConv1x1, InvConv1x1LU, Reverse, Shuffle, Squeeze
+from glow.flows import ActNorm, ConditionalActNorm, ConditionalInvConv1x1, Coupling, DiagonalScale, InvConv1x1, InvConv1x1LU, Reverse, Shuffle, Squeeze
 from glow.flows.coupling import COUPLINGS
 from glow.model import PERMUTATIONS, Glow
 
@@ -51,14 +51,16 @@ def layer_factories(channels: int = 4, height: int = 4, width: int = 4) -> dict:
             lambda t=transform, m=pattern, p=parity: Coupling(c, 16, t, m, parity=p, spline_bins=5))
     layers["affine-conditional"] = lambda: Coupling(c, 16, "affine", cond_channels=3)
     layers["spline-conditional"] = lambda: Coupling(c, 16, "spline", "checkerboard", cond_channels=3)
+    layers["cond_actnorm"] = lambda: ConditionalActNorm(c, cond_channels=3)
+    layers["cond_conv1x1"] = lambda: ConditionalInvConv1x1(c, cond_channels=3)
     return layers
 
 
 def condition_for(layer: nn.Module, x: Tensor) -> Tensor | None:
-    """A fixed random condition when the layer's coupling network takes one, else None."""
-    net = getattr(layer, "net", None)
-    if net is not None and net.cond_channels:
-        return torch.randn(x.shape[0], net.cond_channels, *x.shape[-2:], dtype=x.dtype,
+    """A fixed random condition when the layer (or its coupling network) takes one, else None."""
+    channels = getattr(layer, "cond_channels", 0) or getattr(getattr(layer, "net", None), "cond_channels", 0)
+    if channels:
+        return torch.randn(x.shape[0], channels, *x.shape[-2:], dtype=x.dtype,
                            generator=torch.Generator().manual_seed(7))
     return None
 

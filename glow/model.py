@@ -15,8 +15,10 @@ be switched off for ablations (``inner_actnorm``, ``zero_logscale``, ``learn_top
 Conditioning (``conditional``): ``"class"`` passes integer labels to every prior (Glow's ycond),
 optionally with a classification head on the top latent (``class_head``: a linear layer on z_L
 averaged over space, giving logits; trained by the module's ``classifier_weight``); ``"image"``
-passes a masked image and its mask (c-Glow inpainting), encoded by a small CNN into features
-at each level's resolution that reach every coupling network and every prior.
+passes a masked image and its mask (c-Glow inpainting), encoded by a small CNN (``cond_encoder=cnn``)
+or a U-Net (``unet``, glow.unet) into features at each level's resolution that reach every coupling
+network and every prior; ``conditional_layers=true`` adds Lu & Huang's conditional ActNorm and
+replaces the permutation by their conditional 1x1 conv (glow/flows/cond_*.py) in every step.
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ from torch import Tensor, nn
 from glow.conditioning import Kind, make_condition
 from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm
 from glow.flows.base import Flow, FlowSequence, zeros_logdet
+from glow.flows.cond_actnorm import ConditionalActNorm
+from glow.flows.cond_conv1x1 import ConditionalInvConv1x1
 from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
 from glow.flows.coupling import AFFINE_SCALES, COUPLINGS, MASKS, Coupling
 from glow.flows.permute import Reverse, Shuffle
 from glow.flows.squeeze import Squeeze
 from glow.nets import ConditionEncoder, freeze_output_logscales
+from glow.unet import UNetEncoder
 from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
 
 PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
+COND_ENCODERS = ("cnn", "unet")
 
 
 def _choice(name: str, value, allowed: Sequence) -> None:
@@ -52,7 +58,7 @@ def _positive_int(name: str, value) -> None:
 
 def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
                     permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
-                    class_head=False, affine_scale="sigmoid") -> Kind:
+                    class_head=False, affine_scale="sigmoid", cond_encoder="cnn", conditional_layers=False) -> Kind:
     """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
     Glow() and glow.config.validate_model both call this, so each check is written once."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
@@ -62,7 +68,13 @@ def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coup
     _choice("permutation", permutation, PERMUTATIONS)
     _choice("mask", mask, MASKS)
     _choice("affine_scale", affine_scale, AFFINE_SCALES)
-    return Kind.of(conditional, num_classes, class_head)
+    _choice("cond_encoder", cond_encoder, COND_ENCODERS)
+    _choice("conditional_layers", conditional_layers, (False, True))
+    kind = Kind.of(conditional, num_classes, class_head)
+    if conditional_layers and not kind.image:
+        raise ValueError(f"model.conditional_layers={conditional_layers!r} is not allowed with "
+                         f"model.conditional={conditional!r}: it needs model.conditional=image")
+    return kind
 
 
 def _permutation(kind: str, channels: int, seed: int) -> Flow:
@@ -77,13 +89,15 @@ class Glow(nn.Module):
                  spline_bins: int = 8, spline_tail_bound: float = 3.0, conditional: str | None = None,
                  num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False,
                  inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False,
-                 pixel_actnorm: bool = False, affine_scale: str = "sigmoid"):
+                 pixel_actnorm: bool = False, affine_scale: str = "sigmoid", cond_encoder: str = "cnn",
+                 conditional_layers: bool = False):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
         self.kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
-                                    conditional, num_classes, class_head, affine_scale)
+                                    conditional, num_classes, class_head, affine_scale, cond_encoder,
+                                    conditional_layers)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             raise ValueError(f"model.levels={levels} is not allowed for image size {h}x{w}: "
@@ -94,7 +108,8 @@ class Glow(nn.Module):
         self.num_levels = levels
         self.conditional = conditional
         self.num_classes = classes = self.kind.num_classes
-        self.encoder = ConditionEncoder(c + 1, levels, cond_channels) if self.kind.image else None
+        encoder = UNetEncoder if cond_encoder == "unet" else ConditionEncoder
+        self.encoder = encoder(c + 1, levels, cond_channels) if self.kind.image else None
         feature_channels = self.kind.feature_channels(cond_channels)
         # the bit depth of the data this model was trained on (train and glow.sampling.load set it)
         self.n_bits = 8
@@ -112,7 +127,11 @@ class Glow(nn.Module):
             for step in range(steps):
                 if actnorm:
                     layers.append(ActNorm(channels))
-                layers.append(_permutation(permutation, channels, seed=seed + 1000 * level + step))
+                if conditional_layers:  # c-Glow's step: conditional ActNorm, conditional 1x1 conv, coupling
+                    layers.append(ConditionalActNorm(channels, feature_channels))
+                    layers.append(ConditionalInvConv1x1(channels, feature_channels))
+                else:
+                    layers.append(_permutation(permutation, channels, seed=seed + 1000 * level + step))
                 layers.append(Coupling(channels, hidden_channels, coupling, mask, parity=step % 2,
                                        cond_channels=feature_channels, spline_bins=spline_bins,
                                        spline_tail_bound=spline_tail_bound, inner_actnorm=inner_actnorm,
