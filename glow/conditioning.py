@@ -145,13 +145,14 @@ def require_class_conditional(model) -> None:
 
 
 def inpaint_method(model, method: str) -> str:
-    """The inpainting route for ``method`` (auto: c-Glow for an image-conditional model, else MCMC)."""
+    """The inpainting route for ``method`` (auto: c-Glow for an image-conditional model, else MCMC in
+    latent space; ``mcmc`` is pixel-space MALA, ``map`` a MAP fill)."""
     if method == "auto":
-        return "cglow" if model.kind.image else "mcmc"
+        return "cglow" if model.kind.image else "latent"
     if method == "cglow" and not model.kind.image:
         raise ValueError("method=cglow needs a model trained with model.conditional=image")
-    if method in ("mcmc", "map") and model.kind.name is not None:
-        raise ValueError(f"method=mcmc needs an unconditional model; this one is conditional={model.conditional}")
+    if method in ("latent", "mcmc", "map") and model.kind.name is not None:
+        raise ValueError(f"method={method} needs an unconditional model; this one is conditional={model.conditional}")
     return method
 
 
@@ -163,8 +164,8 @@ def task_problem(model, task: str, method: str | None, labels: dict) -> tuple[st
     name = model.kind.name
     if task == "inpaint" and method == "cglow" and not model.kind.image:
         return "method", method, "this checkpoint is not an inpainting model (model.conditional=image): " \
-                                 "use auto, mcmc or map"
-    if task == "inpaint" and method in ("mcmc", "map") and name is not None:
+                                 "use auto, latent, mcmc or map"
+    if task == "inpaint" and method in ("latent", "mcmc", "map") and name is not None:
         return "method", method, f"MCMC needs an unconditional model; this one is conditional={name}: use auto"
     if task in ("sample", "temperature", "class") and model.kind.image:
         return "task", task, "this checkpoint is an inpainting model (model.conditional=image): it samples " \

@@ -159,7 +159,9 @@ class Glow(nn.Module):
     make_condition = staticmethod(make_condition)  # see glow.conditioning
 
     # -- the flow ---------------------------------------------------------------------------
-    def _encode(self, x: Tensor, cond: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor]:
+    def _encode(self, x: Tensor, cond: Tensor | None, priors: list | None = None
+                ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """(latents, logdet, log prior); ``priors``, when given, receives each latent's (mean, log_std)."""
         features, labels = self.kind.route(cond, self.encoder, self.num_levels)
         zs, logdet, log_prior = [], zeros_logdet(x), zeros_logdet(x)
         h = x
@@ -172,10 +174,16 @@ class Glow(nn.Module):
             if level < self.num_levels - 1:
                 split = self.splits[level]
                 h, z = split.split(h)
-                log_prior = log_prior + gaussian_log_prob(z, *split.prior.params(h, labels, features[level]))
+                params = split.prior.params(h, labels, features[level])
+                log_prior = log_prior + gaussian_log_prob(z, *params)
                 zs.append(z)
+                if priors is not None:
+                    priors.append(params)
         zs.append(h)
-        log_prior = log_prior + gaussian_log_prob(h, *self.top_prior.params(h.shape[0], labels, features[-1]))
+        params = self.top_prior.params(h.shape[0], labels, features[-1])
+        log_prior = log_prior + gaussian_log_prob(h, *params)
+        if priors is not None:
+            priors.append(params)
         return zs, logdet, log_prior
 
     def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
@@ -229,6 +237,21 @@ class Glow(nn.Module):
         if noise is None:
             device = self.top_prior.anchor.device
             noise = [torch.randn(n, *shape, device=device) for shape in self.latent_shapes]
+        return self.decode_noise(noise, temperature, cond)
+
+    def encode_noise(self, x: Tensor, cond: Tensor | None = None, temperature: float = 1.0) -> list[Tensor]:
+        """The standard-normal draws that ``decode_noise`` (and ``sample``) maps to x: each latent
+        standardised by its prior, (z_i - mean_i(h_i)) / (T * std_i(h_i)). Exact inverse of decode_noise."""
+        priors: list[tuple[Tensor, Tensor]] = []
+        zs, _, _ = self._encode(x, cond, priors)
+        return [(z - mean.to(z.dtype)) / (temperature * torch.exp(log_std.to(z.dtype)))
+                for z, (mean, log_std) in zip(zs, priors)]
+
+    def decode_noise(self, noise: Sequence[Tensor], temperature: float = 1.0, cond: Tensor | None = None) -> Tensor:
+        """The image of standard-normal draws (one per latent, finest first) at ``temperature``.
+        Differentiable (``sample`` is this under no_grad): the latent-space inpainting sampler
+        (glow.sampling.latent) runs MCMC on these draws, whose prior is N(0, I) for any Glow."""
+        n = noise[-1].shape[0]
         features, labels = self.kind.route(cond, self.encoder, self.num_levels)
         top = gaussian_sample(*self.top_prior.params(n, labels, features[-1]), temperature, noise[-1])
 

@@ -1,10 +1,13 @@
 """Inpainting by conditional sampling: fill the missing pixels (mask == 1) given the observed ones.
 
-Two routes, chosen by the model:
+Routes (``inpaint(..., method=)``; ``auto`` picks c-Glow or latent from the model):
 
-* **c-Glow** (``model.conditional == "image"``; Lu & Huang 2020): the flow models p(x | x_obs, mask)
-  directly, so a completion is one ancestral sample at temperature T.
-* **MCMC with an unconditional Glow**: sample the missing pixels from
+* **c-Glow** (``cglow``; ``model.conditional == "image"``; Lu & Huang 2020): the flow models
+  p(x | x_obs, mask) directly, so a completion is one ancestral sample at temperature T.
+* **latent MCMC with an unconditional Glow** (``latent``, the default for unconditional models):
+  annealed MALA on the model's standard-normal latent draws with a Gaussian likelihood on the
+  observed pixels (glow.sampling.latent).
+* **pixel MCMC with an unconditional Glow** (``mcmc``): sample the missing pixels from
   p(x_miss | x_obs) ∝ p(x_obs, x_miss) using the model's exact log-density, by Metropolis-adjusted
   Langevin (MALA) in pixel space with the observed pixels pinned. The target is p^(1/T) restricted
   to the data box [-0.5, 0.5]^D (proposals outside are rejected, which keeps detailed balance).
@@ -12,7 +15,7 @@ Two routes, chosen by the model:
   acceptance rate ``target_accept``; after that the kernel is fixed and the reported acceptance
   rate is measured. ``map_steps > 0`` instead runs projected gradient ascent on log p (a MAP fill).
 
-In both routes the observed pixels of the output are the input's values, exactly.
+In every route the observed pixels of the output are the input's values, exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import Tensor
 from glow.conditioning import inpaint_method, make_condition
 from glow.model import Glow
 from glow.quantize import to_uint8
+from glow.sampling.latent import latent_inpaint_samples
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -34,7 +38,7 @@ LogProb = Callable[[Tensor], Tensor]
 @dataclass
 class InpaintResult:
     completions: Tensor              # [B, n, C, H, W], model space; observed pixels == input
-    method: str                      # "cglow" | "mcmc" | "map"
+    method: str                      # "cglow" | "latent" | "mcmc" | "map"
     acceptance_rate: float | None = None
     stats: dict = field(default_factory=dict)
 
@@ -169,27 +173,57 @@ def mcmc_inpaint(model: Glow, x: Tensor, mask: Tensor, n: int, steps: int = 300,
     return InpaintResult(completions.view(b, n, *x.shape[1:]), method, acceptance)
 
 
-METHODS = ("auto", "cglow", "mcmc", "map")
+@torch.no_grad()
+def latent_inpaint(model: Glow, x: Tensor, mask: Tensor, n: int, steps: int = 40, temperature: float = 1.0,
+                   init: str = "sir", step_size: float = 0.01, generator: torch.Generator | None = None,
+                   progress: Callable[[int], None] | None = None) -> InpaintResult:
+    """n completions per image from an unconditional Glow by annealed MALA on its latent draws
+    (glow.sampling.latent); the result's stats hold the acceptance rate and the ESS of the hole mean."""
+    inpaint_method(model, "latent")
+    b = x.shape[0]
+    x_rep = x.repeat_interleave(n, dim=0)
+    m_rep = _broadcast_mask(mask, x).repeat_interleave(n, dim=0)
+    was_training = model.training
+    model.eval()
+    try:
+        filled, stats = latent_inpaint_samples(model, x_rep, m_rep, steps=steps, temperature=temperature,
+                                               init=init, step_size=step_size, generator=generator,
+                                               progress=progress)
+    finally:
+        model.train(was_training)
+    completions = torch.where(m_rep.bool(), filled, x_rep)  # observed pixels: the input's, exactly
+    return InpaintResult(completions.view(b, n, *x.shape[1:]), "latent", stats["acceptance_rate"], stats)
+
+
+METHODS = ("auto", "cglow", "latent", "mcmc", "map")
+DEFAULT_TEMPERATURE = {"cglow": 0.8, "latent": 1.0, "mcmc": 1.0, "map": 1.0}
 
 
 def inpaint(model: Glow, x: Tensor, mask: Tensor, n: int = 8, method: str = "auto", temperature: float | None = None,
-            steps: int = 300, step_size: float = 0.02, map_steps: int = 200, init: str = "noise",
+            steps: int | None = None, step_size: float | None = None, map_steps: int = 200, init: str | None = None,
             generator: torch.Generator | None = None, progress: Callable[[int], None] | None = None
             ) -> InpaintResult:
     """n completions of each image x (model space) where mask == 1; observed pixels stay exactly x.
 
     ``method="auto"`` uses the c-Glow route for a model trained with ``conditional=image`` and
-    MALA otherwise. ``temperature`` defaults to 0.8 for c-Glow sampling and 1.0 for MCMC.
+    MALA on the latent draws (``latent``) otherwise; ``mcmc`` is pixel-space MALA, ``map`` a MAP
+    fill. ``temperature`` defaults to 0.8 for c-Glow sampling and 1.0 otherwise; ``steps`` to 40
+    (latent) or 300 (pixel MALA); ``init`` to fill sir (latent: see glow.sampling.latent) or noise (pixel MALA).
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not allowed: use one of {', '.join(METHODS)}")
     if n < 1:
         raise ValueError(f"n={n!r} is not allowed: use a positive integer")
     method = inpaint_method(model, method) if method == "auto" else method
+    temperature = DEFAULT_TEMPERATURE[method] if temperature is None else temperature
     if method == "cglow":
-        return cglow_inpaint(model, x, mask, n, temperature=0.8 if temperature is None else temperature)
-    return mcmc_inpaint(model, x, mask, n, steps=steps, step_size=step_size,
-                        temperature=1.0 if temperature is None else temperature,
+        return cglow_inpaint(model, x, mask, n, temperature=temperature)
+    if method == "latent":
+        return latent_inpaint(model, x, mask, n, steps=40 if steps is None else steps, temperature=temperature,
+                              init=init or "sir", step_size=0.01 if step_size is None else step_size,
+                              generator=generator, progress=progress)
+    steps, step_size, init = steps or 300, step_size or 0.02, init or "noise"
+    return mcmc_inpaint(model, x, mask, n, steps=steps, step_size=step_size, temperature=temperature,
                         map_steps=map_steps if method == "map" else 0, init=init, generator=generator,
                         progress=progress)
 
