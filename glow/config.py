@@ -90,7 +90,8 @@ def validate_model(model: DictConfig) -> None:
                         class_head=model.get("class_head", False),
                         affine_scale=model.get("affine_scale", "sigmoid"),
                         cond_encoder=model.get("cond_encoder", "cnn"),
-                        conditional_layers=model.get("conditional_layers", False))
+                        conditional_layers=model.get("conditional_layers", False),
+                        observed_noise=model.get("observed_noise", False))
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

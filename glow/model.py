@@ -18,7 +18,9 @@ averaged over space, giving logits; trained by the module's ``classifier_weight`
 passes a masked image and its mask (c-Glow inpainting), encoded by a small CNN (``cond_encoder=cnn``)
 or a U-Net (``unet``, glow.unet) into features at each level's resolution that reach every coupling
 network and every prior; ``conditional_layers=true`` adds Lu & Huang's conditional ActNorm and
-replaces the permutation by their conditional 1x1 conv (glow/flows/cond_*.py) in every step.
+replaces the permutation by their conditional 1x1 conv (glow/flows/cond_*.py) in every step;
+``observed_noise=true`` first maps each observed pixel to its own dequantisation noise
+(glow.flows.observed), so the flow spends its capacity on the hole.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm
 from glow.flows.base import Flow, FlowSequence, zeros_logdet
 from glow.flows.cond_actnorm import ConditionalActNorm
 from glow.flows.cond_conv1x1 import ConditionalInvConv1x1
+from glow.flows.observed import ObservedAsNoise
 from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
 from glow.flows.coupling import AFFINE_SCALES, COUPLINGS, MASKS, Coupling
 from glow.flows.permute import Reverse, Shuffle
@@ -58,7 +61,8 @@ def _positive_int(name: str, value) -> None:
 
 def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
                     permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
-                    class_head=False, affine_scale="sigmoid", cond_encoder="cnn", conditional_layers=False) -> Kind:
+                    class_head=False, affine_scale="sigmoid", cond_encoder="cnn", conditional_layers=False,
+                    observed_noise=False) -> Kind:
     """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
     Glow() and glow.config.validate_model both call this, so each check is written once."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
@@ -71,9 +75,11 @@ def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coup
     _choice("cond_encoder", cond_encoder, COND_ENCODERS)
     _choice("conditional_layers", conditional_layers, (False, True))
     kind = Kind.of(conditional, num_classes, class_head)
-    if conditional_layers and not kind.image:
-        raise ValueError(f"model.conditional_layers={conditional_layers!r} is not allowed with "
-                         f"model.conditional={conditional!r}: it needs model.conditional=image")
+    _choice("observed_noise", observed_noise, (False, True))
+    for name, value in (("conditional_layers", conditional_layers), ("observed_noise", observed_noise)):
+        if value and not kind.image:
+            raise ValueError(f"model.{name}={value!r} is not allowed with model.conditional={conditional!r}: "
+                             f"it needs model.conditional=image")
     return kind
 
 
@@ -90,14 +96,14 @@ class Glow(nn.Module):
                  num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False,
                  inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False,
                  pixel_actnorm: bool = False, affine_scale: str = "sigmoid", cond_encoder: str = "cnn",
-                 conditional_layers: bool = False):
+                 conditional_layers: bool = False, observed_noise: bool = False):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
         self.kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
                                     conditional, num_classes, class_head, affine_scale, cond_encoder,
-                                    conditional_layers)
+                                    conditional_layers, observed_noise)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             raise ValueError(f"model.levels={levels} is not allowed for image size {h}x{w}: "
@@ -111,6 +117,8 @@ class Glow(nn.Module):
         encoder = UNetEncoder if cond_encoder == "unet" else ConditionEncoder
         self.encoder = encoder(c + 1, levels, cond_channels) if self.kind.image else None
         feature_channels = self.kind.feature_channels(cond_channels)
+        # c-Glow: observed pixels become their own dequantisation noise (glow.flows.observed)
+        self.observed = ObservedAsNoise(c) if observed_noise else None
         # the bit depth of the data this model was trained on (train and glow.sampling.load set it)
         self.n_bits = 8
 
@@ -155,6 +163,16 @@ class Glow(nn.Module):
         if not zero_logscale:
             freeze_output_logscales(self)
 
+    @property
+    def n_bits(self) -> int:
+        return self._n_bits
+
+    @n_bits.setter
+    def n_bits(self, value: int) -> None:
+        self._n_bits = int(value)
+        if getattr(self, "observed", None) is not None:  # its bin width is the model's
+            self.observed.n_bits = int(value)
+
     # -- conditioning -----------------------------------------------------------------------
     make_condition = staticmethod(make_condition)  # see glow.conditioning
 
@@ -165,8 +183,11 @@ class Glow(nn.Module):
         features, labels = self.kind.route(cond, self.encoder, self.num_levels)
         zs, logdet, log_prior = [], zeros_logdet(x), zeros_logdet(x)
         h = x
+        if self.observed is not None:
+            h, logdet = self.observed(h, cond)
         if self.pixel_norm is not None:
-            h, logdet = self.pixel_norm(h)
+            h, pixel_logdet = self.pixel_norm(h)
+            logdet = logdet + pixel_logdet
         for level, flow in enumerate(self.levels):
             h, _ = self.squeeze(h)
             h, step_logdet = flow(h, features[level])
@@ -208,7 +229,7 @@ class Glow(nn.Module):
         return log_prior + logdet, (self.class_logits(zs[-1]) if self.class_head is not None else None)
 
     def _decode(self, top: Tensor, latent_for_split: Callable[[int, Tensor, Tensor | None], Tensor],
-                features: list[Tensor | None]) -> Tensor:
+                features: list[Tensor | None], cond: Tensor | None = None) -> Tensor:
         h = top
         for level in reversed(range(self.num_levels)):
             if level < self.num_levels - 1:
@@ -217,6 +238,8 @@ class Glow(nn.Module):
             h, _ = self.squeeze.inverse(h)
         if self.pixel_norm is not None:
             h, _ = self.pixel_norm.inverse(h)
+        if self.observed is not None:
+            h, _ = self.observed.inverse(h, cond)
         return h
 
     def decode(self, zs: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
@@ -224,7 +247,7 @@ class Glow(nn.Module):
         if len(zs) != self.num_levels:
             raise ValueError(f"decode needs {self.num_levels} latents (one per level), got {len(zs)}")
         features, _ = self.kind.route(cond, self.encoder, self.num_levels)
-        return self._decode(zs[-1], lambda level, kept, feats: zs[level], features)
+        return self._decode(zs[-1], lambda level, kept, feats: zs[level], features, cond)
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, cond: Tensor | None = None,
@@ -258,7 +281,7 @@ class Glow(nn.Module):
         def split_latent(level: int, kept: Tensor, feats: Tensor | None) -> Tensor:
             return gaussian_sample(*self.splits[level].prior.params(kept, labels, feats), temperature, noise[level])
 
-        return self._decode(top, split_latent, features)
+        return self._decode(top, split_latent, features, cond)
 
     @torch.no_grad()
     def initialize(self, x: Tensor, cond: Tensor | None = None) -> bool:

@@ -1,20 +1,28 @@
-"""Inpainting benchmark: completions of test images with a hole, scored against two baselines.
+"""Inpainting benchmark: completions of test images with a hole, by every route, against two baselines.
 
-    python scripts/evaluate_inpainting.py ckpt_path=<c-Glow or plain Glow ckpt> data=mnist mask=center n_images=64
-    python scripts/evaluate_inpainting.py ckpt_path=... data=imagefolder data.path=../shared/datasets/cifar10-subset mask_size=16
-    python scripts/evaluate_inpainting.py ckpt_path=... method=map        # MAP fill instead of sampling
+    python scripts/evaluate_inpainting.py ckpt_path=<c-Glow ckpt> data=mnist n_images=200 json=cglow.json
+    python scripts/evaluate_inpainting.py ckpt_path=<plain Glow ckpt> "method=[latent,mcmc]" n_images=64
+    python scripts/evaluate_inpainting.py ckpt_path=... data=imagefolder data.path=cifar10-subset mask_size=16
 
-Writes <run dir>/inpainting.json with, over the first n_images test images:
+``method`` is one route or a list (auto | cglow | latent | mcmc | map). Writes ONE results file,
+<run dir>/inpainting.json (and a copy at ``json=PATH`` when given), holding over the first n_images
+test images, for every route and for the baselines (mean_fill: the training mean image;
+nearest_neighbour: the training image nearest on the observed pixels):
   psnr_mean_completion  PSNR (dB, [0,1] pixels) in the hole of the mean of the n completions
   psnr_best_of_n        per image the best of its n completions, averaged
   ssim_mean_completion  SSIM of the mean completion vs the original (whole image)
   diversity             mean pairwise L2 distance between completions, in the hole
   observed_max_abs_change  largest change of an observed pixel (uint8 levels): must be 0
-  cond_bpd, hole_bpd    c-Glow only: conditional bits/dim of the whole image, and per missing dim
-  acceptance_rate       MCMC only
-  psnr_mean_fill, psnr_nearest_neighbour (+ their SSIM): fill with the training mean image, or
-                        from the training image nearest on the observed pixels
-and <run dir>/inpainting.png: per image, original | masked | n completions.
+  seconds, seconds_per_8_images  wall time of the route (completions only)
+  cglow: cond_bpd_upper_bound, hole_bpd_upper_bound: -log2 p(x | x_obs) of the dequantised image per
+        dim, and all of it per MISSING dim. Upper bounds of the hole's conditional bits/dim, because
+        the model also spends (few) bits on the observed pixels it is given and the dequantised
+        density bounds the discrete one; labelled so.
+  latent, mcmc: acceptance_rate, and for latent the ESS / autocorrelation of each chain's hole mean
+The sampling temperature (``inpaint_temperature=auto``, the default for cglow and latent) is chosen on
+the VALIDATION split (``val_images`` images, grid ``temperature_grid``) by PSNR of the mean
+completion, never on test; the sweep is in the results. <run dir>/inpainting_<route>.png: per image,
+original | masked | n completions.
 """
 
 from __future__ import annotations
@@ -28,11 +36,12 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from torch.utils.data import DataLoader
 from torchmetrics.functional import structural_similarity_index_measure as ssim
 from tqdm import tqdm
 
+from glow.conditioning import inpaint_method
 from glow.config import ConfigError, check_image_shape, exit_with_config_error, validate_ckpt_path
 from glow.sampling.inpaint import METHODS, completions_uint8, inpaint
 from glow.masks import MASK_KINDS, make_mask
@@ -74,94 +83,153 @@ def baselines(train: torch.Tensor, test: torch.Tensor, hole: torch.Tensor) -> di
     return {"mean_fill": test_f * observed + mean_image * hole, "nearest_neighbour": test_f * observed + nearest * hole}
 
 
+def score(completions: torch.Tensor, test: torch.Tensor, hole: torch.Tensor) -> dict:
+    """The figures of uint8 completions [N, n, C, H, W] of uint8 test images; hole [N, C, H, W] (1 = missing)."""
+    target, comp = test.float() / 255, completions.float() / 255
+    n = comp.shape[1]
+    mean_completion = comp.mean(1)
+    per_completion = torch.stack([psnr(comp[:, k], target, hole) for k in range(n)], 1)
+    pairs = list(itertools.combinations(range(n), 2))
+    diversity = (torch.stack([(((comp[:, i] - comp[:, j]) * hole) ** 2).flatten(1).sum(1).sqrt() for i, j in pairs],
+                             1).mean().item() if pairs else 0.0)
+    observed = (hole == 0).unsqueeze(1).expand_as(completions)
+    change = (completions.int() - test.unsqueeze(1).int()).abs()[observed]
+    return {"psnr_mean_completion": psnr(mean_completion, target, hole).mean().item(),
+            "psnr_best_of_n": per_completion.max(1).values.mean().item(),
+            "ssim_mean_completion": ssim(mean_completion, target, data_range=1.0).item(),
+            "diversity": diversity, "observed_max_abs_change": int(change.max()) if change.numel() else 0}
+
+
+def complete(model: Glow, images: torch.Tensor, mask: torch.Tensor, method: str, temperature, cfg: DictConfig,
+             device, seed: int) -> tuple[torch.Tensor, dict]:
+    """uint8 completions [N, n, C, H, W] of uint8 images by one route, and what the route reports."""
+    n_bits, generator = model.n_bits, torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    outputs, stats, cond_bpd, hole_bpd = [], [], [], []
+    start = time.time()
+    for batch, m in tqdm(list(zip(images.split(cfg.batch_size), mask.split(cfg.batch_size))),
+                         desc=f"inpainting ({method}, T={temperature})", unit="batch"):
+        batch, m = batch.to(device), m.to(device)
+        x = preprocess(batch, n_bits, dequantize=False)
+        result = inpaint(model, x, m, n=cfg.n, method=method, temperature=temperature, steps=cfg.mcmc_steps,
+                         step_size=cfg.step_size, map_steps=cfg.map_steps, init=cfg.init, generator=generator)
+        outputs.append(completions_uint8(result, batch, m, n_bits).cpu())
+        stats.append({"acceptance_rate": result.acceptance_rate, **result.stats})
+        if result.method == "cglow":
+            with torch.no_grad():
+                bpd = bits_per_dim(model.log_prob(preprocess(batch, n_bits, generator=None),
+                                                  Glow.make_condition(x, m)), model.num_dims, n_bits)
+            cond_bpd.append(bpd.cpu())
+            missing = (m.flatten(1).sum(1) * batch.shape[1]).clamp_min(1)
+            hole_bpd.append((bpd * model.num_dims / missing).cpu())
+    seconds = time.time() - start
+    info = {"method": result.method, "temperature": temperature, "seconds": round(seconds, 1),
+            "seconds_per_8_images": round(seconds * 8 / images.shape[0], 1)}
+    for key in sorted({k for s in stats for k, v in s.items() if isinstance(v, (int, float)) and v is not None}):
+        values = [s[key] for s in stats if isinstance(s.get(key), (int, float))]
+        info[key] = sum(values) / len(values)
+    if cond_bpd:
+        info["cond_bpd_upper_bound"] = torch.cat(cond_bpd).mean().item()
+        info["hole_bpd_upper_bound"] = torch.cat(hole_bpd).mean().item()
+    return torch.cat(outputs), info
+
+
+def finite_or_none(value):
+    """NaN / inf (e.g. an ESS from too few steps) as null, so the results file is valid JSON."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def make_hole_mask(cfg: DictConfig, images: torch.Tensor, seed: int) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    fraction = cfg.mask_size / h if cfg.mask == "center" and cfg.mask_size else cfg.center_fraction
+    return make_mask(cfg.mask, images.shape[0], (h, w), center_fraction=fraction, pixel_rate=cfg.pixel_rate,
+                     generator=torch.Generator().manual_seed(seed))
+
+
+def choose_temperature(model, val: torch.Tensor, method: str, cfg: DictConfig, device) -> tuple[float, dict]:
+    """The temperature of the grid with the best PSNR of the mean completion on validation images."""
+    mask = make_hole_mask(cfg, val, cfg.seed + 1)
+    sweep = {}
+    for t in [float(t) for t in cfg.temperature_grid]:
+        completions, _ = complete(model, val, mask, method, t, cfg, device, cfg.seed + 1)
+        sweep[str(t)] = score(completions, val, mask.expand_as(val.float()))["psnr_mean_completion"]
+    best = max(sweep, key=sweep.get)
+    return float(best), sweep
+
+
 def evaluate(cfg: DictConfig) -> dict:
+    methods = list(cfg.method) if isinstance(cfg.method, (list, ListConfig)) else [cfg.method]
     try:
         validate_ckpt_path(cfg.ckpt_path)
-        if cfg.method not in METHODS:
-            raise ConfigError(f"method={cfg.method!r} is not allowed: use one of {', '.join(METHODS)}")
+        for method in methods:
+            if method not in METHODS:
+                raise ConfigError(f"method={method!r} is not allowed: use one of {', '.join(METHODS)} (or a list)")
         if cfg.mask not in MASK_KINDS:
             raise ConfigError(f"mask={cfg.mask!r} is not allowed: use one of {', '.join(MASK_KINDS)}")
-        for key in ("n_images", "n", "batch_size", "mcmc_steps"):
+        for key in ("n_images", "n", "batch_size", "val_images"):
             if not isinstance(cfg[key], int) or cfg[key] < 1:
                 raise ConfigError(f"{key}={cfg[key]!r} is not allowed: use a positive integer")
+        t = cfg.inpaint_temperature
+        if t is not None and t != "auto" and (not isinstance(t, (int, float)) or t < 0):
+            raise ConfigError(f"inpaint_temperature={t!r} is not allowed: use auto, null or a number >= 0")
         datamodule = instantiate(cfg.data)
     except (ConfigError, ValueError) as err:
         exit_with_config_error(err)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     model = load(cfg.ckpt_path, use_ema=cfg.ema).to(device)
-    n_bits = model.n_bits
     datamodule.prepare_data()
+    datamodule.setup("fit")
     datamodule.setup("test")
     try:
         check_image_shape(datamodule.image_shape, model.image_shape, cfg.data.name)
-    except ConfigError as err:
+        methods = [inpaint_method(model, m) if m == "auto" else m for m in methods]
+        for m in methods:
+            inpaint_method(model, m)
+    except (ConfigError, ValueError) as err:
         exit_with_config_error(err)
     test = all_images(datamodule.test_set, cfg.n_images)
-    h, w = test.shape[-2:]
-    fraction = cfg.mask_size / h if cfg.mask == "center" and cfg.mask_size else cfg.center_fraction
-    mask = make_mask(cfg.mask, test.shape[0], (h, w), center_fraction=fraction, pixel_rate=cfg.pixel_rate,
-                     generator=torch.Generator().manual_seed(cfg.seed))
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-
-    start, outputs, accept, cond_bpd, hole_bpd = time.time(), [], [], [], []
-    batches = list(zip(test.split(cfg.batch_size), mask.split(cfg.batch_size)))
-    for images, m in tqdm(batches, desc=f"inpainting ({cfg.method})", unit="batch"):
-        images, m = images.to(device), m.to(device)
-        x = preprocess(images, n_bits, dequantize=False)
-        result = inpaint(model, x, m, n=cfg.n, method=cfg.method, temperature=cfg.inpaint_temperature, steps=cfg.mcmc_steps,
-                         step_size=cfg.step_size, map_steps=cfg.map_steps, init=cfg.init, generator=generator)
-        outputs.append(completions_uint8(result, images, m, n_bits).cpu())
-        if result.acceptance_rate is not None:
-            accept.append(result.acceptance_rate)
-        if result.method == "cglow":
-            with torch.no_grad():
-                bpd = bits_per_dim(model.log_prob(preprocess(images, n_bits, generator=None),
-                                                  Glow.make_condition(x, m)), model.num_dims, n_bits)
-            cond_bpd.append(bpd.cpu())
-            missing = (m.flatten(1).sum(1) * images.shape[1]).clamp_min(1)
-            hole_bpd.append((bpd * model.num_dims / missing).cpu())
-    completions = torch.cat(outputs)  # [N, n, C, H, W] uint8
-    seconds = time.time() - start
-
+    mask = make_hole_mask(cfg, test, cfg.seed)
     hole = mask.expand_as(test.float())
-    target = test.float() / 255
-    comp = completions.float() / 255
-    mean_completion = comp.mean(1)
-    per_completion = torch.stack([psnr(comp[:, k], target, hole) for k in range(cfg.n)], 1)
-    pairs = list(itertools.combinations(range(cfg.n), 2))
-    diversity = (torch.stack([(((comp[:, i] - comp[:, j]) * hole) ** 2).flatten(1).sum(1).sqrt() for i, j in pairs],
-                             1).mean().item() if pairs else 0.0)
-    observed = (hole == 0).unsqueeze(1).expand_as(completions)
-    change = (completions.int() - test.unsqueeze(1).int()).abs()[observed]
-    results = {
-        "method": result.method, "data": cfg.data.name, "mask": cfg.mask,
-        "hole_pixels": int(mask[0].sum()), "n_images": int(test.shape[0]), "n": cfg.n,
-        "psnr_mean_completion": psnr(mean_completion, target, hole).mean().item(),
-        "psnr_best_of_n": per_completion.max(1).values.mean().item(),
-        "ssim_mean_completion": ssim(mean_completion, target, data_range=1.0).item(),
-        "diversity": diversity,
-        "observed_max_abs_change": int(change.max()) if change.numel() else 0,
-        "seconds": round(seconds, 1),
-    }
-    if accept:
-        results["acceptance_rate"] = sum(accept) / len(accept)
-    if cond_bpd:
-        results["cond_bpd"] = torch.cat(cond_bpd).mean().item()
-        results["hole_bpd"] = torch.cat(hole_bpd).mean().item()
-    for name, fill in baselines(all_images(datamodule.train_set), test, hole).items():
-        results[f"psnr_{name}"] = psnr(fill, target, hole).mean().item()
-        results[f"ssim_{name}"] = ssim(fill, target, data_range=1.0).item()
-
+    results = {"data": cfg.data.name, "mask": cfg.mask, "hole_pixels": int(mask[0].sum()),
+               "n_images": int(test.shape[0]), "n": cfg.n, "ckpt_path": str(cfg.ckpt_path), "routes": {},
+               "baselines": {}}
     out = Path(cfg.paths.output_dir)
-    (out / "inpainting.json").write_text(json.dumps(results, indent=2) + "\n")
-    k = min(cfg.grid_images, test.shape[0])
-    masked = torch.where(hole[:k].bool(), torch.full_like(target[:k], 0.5), target[:k])
-    rows = torch.cat([target[:k].unsqueeze(1), masked.unsqueeze(1), comp[:k]], 1)  # [k, 2 + n, C, H, W]
-    save_grid(rows.flatten(0, 1) - 0.5, out / "inpainting.png", n_bits=8, nrow=2 + cfg.n)
-    print(json.dumps(results, indent=2))
-    print(f"written to {out / 'inpainting.json'} and {out / 'inpainting.png'}")
+    target = test.float() / 255
+    for method in methods:
+        temperature, sweep = cfg.inpaint_temperature, None
+        if temperature == "auto":
+            if method in ("cglow", "latent"):
+                val = all_images(datamodule.val_set, cfg.val_images)
+                temperature, sweep = choose_temperature(model, val, method, cfg, device)
+            else:
+                temperature = None
+        completions, info = complete(model, test, mask, method, temperature, cfg, device, cfg.seed)
+        route = {**score(completions, test, hole), **info}
+        if sweep is not None:
+            route["temperature_chosen_on"] = f"validation ({cfg.val_images} images)"
+            route["validation_psnr_by_temperature"] = sweep
+        results["routes"][method] = route
+        k = min(cfg.grid_images, test.shape[0])
+        masked = torch.where(hole[:k].bool(), torch.full_like(target[:k], 0.5), target[:k])
+        rows = torch.cat([target[:k].unsqueeze(1), masked.unsqueeze(1), completions[:k].float() / 255], 1)
+        save_grid(rows.flatten(0, 1) - 0.5, out / f"inpainting_{method}.png", n_bits=8, nrow=2 + cfg.n)
+    for name, fill in baselines(all_images(datamodule.train_set), test, hole).items():
+        filled = (fill * 255).round().to(torch.uint8).unsqueeze(1)
+        results["baselines"][name] = {**score(filled, test, hole), "psnr_mean_completion": psnr(fill, target, hole)
+                                      .mean().item(), "ssim_mean_completion": ssim(fill, target, data_range=1.0).item()}
+    results = finite_or_none(results)
+    text = json.dumps(results, indent=2) + "\n"
+    (out / "inpainting.json").write_text(text)
+    if cfg.get("json"):
+        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.json).write_text(text)
+    print(text)
+    print(f"written to {out / 'inpainting.json'}" + (f" and {cfg.json}" if cfg.get("json") else ""))
     return results
 
 

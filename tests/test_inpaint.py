@@ -3,6 +3,7 @@ and the MCMC sampler leaves an analytically known Gaussian conditional invariant
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -162,27 +163,42 @@ def _evaluate_inpainting(tmp_path, ckpt, overrides):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("route", ["cglow", "mcmc"])
+@pytest.mark.parametrize("route", ["cglow", "latent"])
 def test_inpainting_end_to_end_from_a_trained_checkpoint(tmp_path, synthetic_folder, route):
     import train
     from tests.conftest import compose_train
 
     data = ["data=imagefolder", f"data.path={synthetic_folder}", "data.image_size=16"]
-    extra = ["model.conditional=image", "model.cond_channels=8"] if route == "cglow" else []
+    extra = ["model.conditional=image", "model.cond_channels=8", "model.cond_encoder=unet",
+             "model.conditional_layers=true"] if route == "cglow" else []
     trained = train.run(compose_train(tmp_path, data + extra + ["trainer.max_steps=6"]))
+    methods = "method=cglow" if route == "cglow" else "method=[latent,mcmc]"  # one results file for both
     results, out = _evaluate_inpainting(tmp_path, trained["last_checkpoint"],
-                                        data + ["n_images=4", "n=3", "mcmc_steps=10", "mask_size=6", "batch_size=2"])
-    assert results["method"] == route and results["observed_max_abs_change"] == 0
-    assert results["hole_pixels"] == 36 and results["diversity"] > 0
-    for key in ("psnr_mean_completion", "psnr_best_of_n", "ssim_mean_completion", "psnr_mean_fill",
-                "psnr_nearest_neighbour"):
-        assert math.isfinite(results[key]), key
-    assert ("cond_bpd" in results) == (route == "cglow") and ("acceptance_rate" in results) == (route == "mcmc")
-    assert (out / "inpainting.png").is_file() and (out / "inpainting.json").is_file()
+                                        data + ["n_images=4", "n=3", "mcmc_steps=10", "mask_size=6", "batch_size=2",
+                                                methods, "val_images=2", "temperature_grid=[0.5,1.0]",
+                                                f"json={tmp_path / 'results.json'}"])
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    routes = [route] if route == "cglow" else ["latent", "mcmc"]
+    assert list(results["routes"]) == routes and results["hole_pixels"] == 36
+    for name in routes + ["mean_fill", "nearest_neighbour"]:
+        figures = results["routes"].get(name) or results["baselines"][name]
+        assert figures["observed_max_abs_change"] == 0, name
+        for key in ("psnr_mean_completion", "psnr_best_of_n", "ssim_mean_completion", "diversity"):
+            assert math.isfinite(figures[key]), (name, key)
+    for name in routes:
+        assert results["routes"][name]["diversity"] > 0
+        assert (out / f"inpainting_{name}.png").is_file()
+    if route == "cglow":
+        assert "hole_bpd_upper_bound" in results["routes"]["cglow"]
+        assert results["routes"]["cglow"]["temperature_chosen_on"].startswith("validation")
+    else:
+        assert 0 <= results["routes"]["latent"]["acceptance_rate"] <= 1
+        assert "ess_per_chain" in results["routes"]["latent"]
+        assert 0 <= results["routes"]["mcmc"]["acceptance_rate"] <= 1
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("route", ["cglow", "mcmc"])
+@pytest.mark.parametrize("route", ["cglow", "latent"])
 def test_sample_py_inpaint_task(tmp_path, synthetic_folder, route):
     """python sample.py task=inpaint: one row per image of original | masked | n completions, observed pixels exact."""
     import numpy as np

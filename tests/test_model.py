@@ -56,6 +56,7 @@ def test_model_logdet_matches_autograd_jacobian(coupling, permutation):
     dict(conditional="class", num_classes=3),
     dict(conditional="image", cond_channels=4),
     dict(conditional="image", cond_channels=4, cond_encoder="unet", conditional_layers=True),  # c-Glow (issue 11)
+    dict(conditional="image", cond_channels=4, cond_encoder="unet", conditional_layers=True, observed_noise=True),
     dict(affine_scale="tanh"),  # the two-sided bounded affine scale (not Glow)
     dict(affine_scale="tanh", pixel_actnorm=True, mask="checkerboard"),
 ])
