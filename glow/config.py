@@ -222,6 +222,14 @@ def validate_sample(cfg: DictConfig) -> None:
                 fail("images", images, f"{path} is not a file: give existing image files")
         if indices is not None:
             fail("indices", indices, "give either images or indices, not both")
+    mask_image = cfg.get("mask_image")
+    if mask_image is not None:
+        if cfg.task != "inpaint":
+            fail("mask_image", mask_image, "only task=inpaint takes a mask image: use null")
+        if not Path(str(mask_image)).is_file():
+            fail("mask_image", mask_image, "is not a file: give a PNG of the image's size, white = missing")
+        if images is None:
+            fail("mask_image", mask_image, "needs images=[...] (your own image files) to go with it")
     if cfg.task == "interpolate":
         given = list(images) if images is not None else indices
         if given is not None and len(given) % 2:

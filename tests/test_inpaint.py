@@ -229,3 +229,59 @@ def test_sample_py_inpaint_task(tmp_path, synthetic_folder, route):
         for completion in row[2:]:
             assert np.array_equal(completion[~hole], row[0][~hole])  # observed pixels bit-exact
         assert (row[1][hole] == 128).all()  # the masked image shows the hole grey
+
+
+def test_sample_py_inpaint_with_a_user_mask_png_keeps_the_users_observed_pixels(tmp_path, synthetic_folder):
+    """python sample.py task=inpaint images=[a.png] mask_image=m.png: a 20x12 photo for a 16x16 model;
+    completions written at 20x12, every observed pixel of the file unchanged, the hole filled."""
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from PIL import Image
+
+    import sample
+    import train
+    from tests.conftest import CONF, compose_train
+
+    data = ["data=imagefolder", f"data.path={synthetic_folder}", "data.image_size=16"]
+    trained = train.run(compose_train(tmp_path / "train", data + ["model.conditional=image", "model.cond_channels=8",
+                                                                  "trainer.max_steps=4"]))
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, size=(12, 20, 3), dtype=np.uint8)  # H=12, W=20
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    hole = np.zeros((12, 20), bool)
+    hole[3:8, 5:14] = True
+    Image.fromarray((hole * 255).astype(np.uint8)).save(tmp_path / "m.png")
+    out = tmp_path / "out"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="sample", overrides=data + [
+            f"ckpt_path={trained['last_checkpoint']}", f"paths.output_dir={out}", "task=inpaint", "n=3",
+            f"images=[{tmp_path / 'a.png'}]", f"mask_image={tmp_path / 'm.png'}", "data.num_workers=0"])
+    result = sample.run(cfg)
+    assert (result["rows"], result["cols"]) == (1, 5)
+    completions = [np.asarray(Image.open(out / f"inpaint_a_{k}.png")) for k in range(3)]
+    for completion in completions:
+        assert completion.shape == photo.shape
+        assert np.array_equal(completion[~hole], photo[~hole])  # the user's observed pixels, unchanged
+    assert any(not np.array_equal(c[hole], photo[hole]) for c in completions)  # the hole was filled
+
+
+def test_user_mask_pad_round_trip_and_bad_mask_size(tmp_path):
+    """A 28x28 digit for a 32x32 model that pads: padded in, cropped out; observed pixels untouched."""
+    from PIL import Image
+
+    from glow.sampling.user_mask import read_mask, to_model_size, to_original_size
+
+    image = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
+    mask = torch.zeros(1, 28, 28, dtype=torch.bool)
+    mask[:, 7:21, 7:21] = True
+    x, m = to_model_size(image, mask, (32, 32), pad=True)
+    assert x.shape == (1, 32, 32) and m.sum() == 14 * 14 and torch.equal(x[:, 2:30, 2:30], image)
+    fake = torch.full((2, 1, 32, 32), 77, dtype=torch.uint8)
+    back = to_original_size(fake, image, mask, pad=True)
+    assert back.shape == (2, 1, 28, 28)
+    assert torch.equal(back[:, ~mask], image[~mask].expand(2, -1)) and (back[:, mask] == 77).all()
+    Image.fromarray(torch.zeros(10, 12, dtype=torch.uint8).numpy()).save(tmp_path / "m.png")
+    with pytest.raises(ValueError, match="give a mask of the image's size"):
+        read_mask(str(tmp_path / "m.png"), (28, 28))
