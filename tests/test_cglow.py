@@ -72,3 +72,4 @@ def test_full_cglow_keeps_observed_pixels_bit_exact():
     keep = (mask == 0).expand_as(images.float()).unsqueeze(1).expand_as(filled)
     assert torch.equal(filled[keep], images.unsqueeze(1).expand_as(filled)[keep])
     assert (filled[~keep].float().std() > 0)
+
