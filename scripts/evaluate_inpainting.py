@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from glow.conditioning import inpaint_method
 from glow.config import ConfigError, check_image_shape, exit_with_config_error, validate_ckpt_path
-from glow.sampling.inpaint import METHODS, completions_uint8, inpaint
+from glow.sampling.inpaint import DEFAULT_TEMPERATURE, METHODS, completions_uint8, inpaint
 from glow.masks import MASK_KINDS, make_mask
 from glow.model import Glow
 from glow.quantize import bits_per_dim, preprocess
@@ -125,7 +125,8 @@ def complete(model: Glow, images: torch.Tensor, mask: torch.Tensor, method: str,
             missing = (m.flatten(1).sum(1) * batch.shape[1]).clamp_min(1)
             hole_bpd.append((bpd * model.num_dims / missing).cpu())
     seconds = time.time() - start
-    info = {"method": result.method, "temperature": temperature, "seconds": round(seconds, 1),
+    used = DEFAULT_TEMPERATURE[result.method] if temperature is None else temperature
+    info = {"method": result.method, "temperature": used, "seconds": round(seconds, 1),
             "seconds_per_8_images": round(seconds * 8 / images.shape[0], 1)}
     for key in sorted({k for s in stats for k, v in s.items() if isinstance(v, (int, float)) and v is not None}):
         values = [s[key] for s in stats if isinstance(s.get(key), (int, float))]

@@ -128,7 +128,7 @@ def annealed_latent_mala(decode: Decode, eps0: Tensor, x_obs: Tensor, observed: 
             progress(step)
     stats = {"acceptance_rate": accepted / counted if counted else float("nan"), "final_sigma": sigma_end,
              "sigma_start": sigma_start, "final_step_size": h.mean().item(), "burn_in_steps": burn_steps,
-             "adapt_steps": adapt_steps, "measured_steps": len(trace), "seconds": time.time() - started,
+             "adapt_steps": adapt_steps, "measured_steps": len(trace), "sampler_seconds": time.time() - started,
              "obs_rmse": (rss / observed.flatten(1).sum(1).clamp_min(1)).sqrt().mean().item()}
     if trace:
         stats.update(effective_sample_size(torch.stack(trace)))
