@@ -8,7 +8,9 @@
     python sample.py ckpt_path=... task=class classes=[3,8] n=16                   # class-conditional models
     python sample.py ckpt_path=... task=manipulate attribute=8 baseline=3          # MNIST 3 -> 8 direction
     python sample.py ckpt_path=... task=manipulate data=celeba data.target=attr attribute=Smiling
-    python sample.py ckpt_path=... task=inpaint mask=center mask_size=14 indices=[0,1,2,3] n=8   # c-Glow or MCMC
+    python sample.py ckpt_path=... task=inpaint mask=center mask_size=14 indices=[0,1,2,3] n=8   # c-Glow or latent MCMC
+    python sample.py ckpt_path=... task=inpaint images=[a.png] mask_image=m.png   # your mask, white = missing;
+                                                   # completions also at a.png's size: inpaint_a_<k>.png
     python sample.py ckpt_path=... task=inpaint images=[a.png] method=map
 
 Common options: seed=0 device=auto|cpu|cuda batch_size=64 n=... ema=true. Tasks that read real
