@@ -1,0 +1,240 @@
+"""Driving the page in a real headless Chromium (Playwright's Python API on the system's browser).
+
+Used by tests/test_demo_browser.py and scripts/demo_screenshots.py, so the README's screenshots and
+timings come from the same clicks the test makes. ``demo_server`` runs ``python scripts/demo.py`` in
+its own process group and always kills the group on exit; ``DemoDriver`` clicks like a user and
+measures each action from the click until its new image is on the page.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def find_chromium() -> str | None:
+    """$GLOW_CHROMIUM, else the first Chromium on PATH (Debian's package is `chromium`)."""
+    given = os.environ.get("GLOW_CHROMIUM")
+    if given:
+        return given
+    return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def demo_server(args: Sequence[str], timeout: float = 240.0, env: dict | None = None) -> Iterator[str]:
+    """``python scripts/demo.py *args`` until the block exits; yields the URL it prints when ready.
+
+    The server runs in a new session (its own process group), killed with everything it started on
+    exit, whether the block succeeded or failed.
+    """
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "demo.py"), *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + timeout
+        url = None
+        while url is None:
+            url = next((line.split("demo ready:", 1)[1].strip() for line in list(lines) if "demo ready:" in line), None)
+            if url is None and proc.poll() is not None:
+                reader.join(5)
+                raise RuntimeError(f"scripts/demo.py exited with {proc.returncode}:\n{''.join(lines)[-3000:]}")
+            if url is None and time.monotonic() > deadline:
+                raise TimeoutError(f"scripts/demo.py not ready after {timeout:.0f} s:\n{''.join(lines)[-3000:]}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        stop(proc)
+        reader.join(5)
+        proc.stdout.close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group, SIGKILL after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextmanager
+def browser_page(width: int = 1280, height: int = 1000) -> Iterator[object]:
+    """A fresh headless Chromium page (the system's browser: Playwright's own download is not needed)."""
+    from playwright.sync_api import sync_playwright
+
+    executable = find_chromium()
+    if executable is None:
+        raise RuntimeError("no Chromium found: apt-get install chromium (or set GLOW_CHROMIUM)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
+class DemoDriver:
+    """A user on the page: every action returns what appeared and the seconds from click to image."""
+
+    def __init__(self, page, url: str, timeout_s: float = 300.0):
+        self.page, self.url, self.timeout_ms = page, url, timeout_s * 1000
+        page.set_default_timeout(self.timeout_ms)
+
+    def open(self) -> list[str]:
+        self.page.goto(self.url)
+        self.page.wait_for_selector("#sample-button")
+        return [tab.inner_text().strip() for tab in self.page.get_by_role("tab").all()]
+
+    def tab(self, name: str) -> None:
+        self.page.get_by_role("tab", name=name, exact=True).click()
+
+    def _srcs(self, selector: str) -> list[str]:
+        return [img.get_attribute("src") or "" for img in self.page.locator(f"{selector} img").all()]
+
+    def _click_and_wait(self, selector: str, click) -> tuple[list[str], float]:
+        """Run ``click`` and wait until the images under ``selector`` change; -> new srcs, seconds."""
+        before = self._srcs(selector)
+        start = time.perf_counter()
+        click()
+        self.page.wait_for_function(
+            """([sel, old]) => { const s = [...document.querySelectorAll(sel + ' img')].map(i => i.src);
+                 return s.length > 0 && JSON.stringify(s) !== JSON.stringify(old)
+                        && [...document.querySelectorAll(sel + ' img')].every(i => i.complete); }""",
+            arg=[selector, before], timeout=self.timeout_ms)
+        return self._srcs(selector), time.perf_counter() - start
+
+    def download(self, src: str) -> np.ndarray:
+        """The image file behind an <img> (what the download button saves), as a numpy array."""
+        response = self.page.request.get(src)
+        assert response.ok, f"GET {src}: {response.status}"
+        return np.asarray(Image.open(io.BytesIO(response.body())))
+
+    def text(self, selector: str) -> str:
+        return self.page.inner_text(selector).strip()
+
+    def _set_number(self, label: str, value) -> None:
+        box = self.page.get_by_role("tabpanel").get_by_label(label, exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+
+    def drag_slider(self, elem_id: str, to_fraction: float) -> tuple[list[str], float]:
+        """Drag a slider's handle with the mouse to ``to_fraction`` of its track; -> new image srcs, seconds."""
+        track = self.page.locator(f"#{elem_id} input[type=range]")
+        box = track.bounding_box()
+        value = float(track.input_value())
+        low, high = float(track.get_attribute("min")), float(track.get_attribute("max"))
+        y = box["y"] + box["height"] / 2
+        x0 = box["x"] + box["width"] * (value - low) / (high - low)
+
+        def drag():
+            self.page.mouse.move(x0, y)
+            self.page.mouse.down()
+            self.page.mouse.move(box["x"] + box["width"] * to_fraction, y, steps=8)
+            self.page.mouse.up()
+        return self._click_and_wait("#sample-output", drag)
+
+    def sample(self) -> tuple[list[str], float]:
+        self.tab("Sample")
+        return self._click_and_wait("#sample-output", lambda: self.page.click("#sample-button"))
+
+    def choose_uploads(self) -> None:
+        self.page.get_by_role("tabpanel").get_by_label("upload", exact=True).check()
+
+    def upload(self, nth: int, path: str | Path) -> None:
+        """Put a file into the nth upload box of the open tab (as a user's file dialog would)."""
+        self.page.get_by_role("tabpanel").locator("input[type=file]").nth(nth).set_input_files(str(path))
+        self.page.wait_for_timeout(300)
+
+    def interpolate(self, index_a: int | None = None, index_b: int | None = None, steps: int | None = None
+                    ) -> tuple[list[str], float]:
+        self.tab("Interpolate")
+        if index_a is not None:
+            self._set_number("A: test image index", index_a)
+        if index_b is not None:
+            self._set_number("B: test image index", index_b)
+        if steps is not None:
+            self._set_number("number input for steps (both ends included)", steps)
+        return self._click_and_wait("#interpolate-output", lambda: self.page.click("#interpolate-button"))
+
+    def reconstruct(self) -> tuple[list[str], float]:
+        self.tab("Reconstruct")
+        return self._click_and_wait("#reconstruct-output", lambda: self.page.click("#reconstruct-button"))
+
+    def load_test_image(self, index: int = 0) -> None:
+        self.tab("Inpaint")
+        self._set_number("test image index", index)
+        self.page.click("#inpaint-load")
+        self.page.wait_for_timeout(1500)
+
+    def paint(self, strokes: Sequence[Sequence[tuple[float, float]]], side: int) -> None:
+        """Brush strokes over the editor's image (``side`` pixels square, as loaded); points are fractions
+        (x, y) of the image's width and height."""
+        box = self.image_box(side)
+        for stroke in strokes:
+            (x, y), rest = stroke[0], stroke[1:]
+            self.page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
+            self.page.mouse.down()
+            for x, y in rest:
+                self.page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=4)
+            self.page.mouse.up()
+        self.page.wait_for_timeout(300)
+
+    def image_box(self, side: int) -> dict:
+        """Where the editor shows its image of ``side`` x ``side`` pixels: centred on the canvas, at the
+        zoom its toolbar reads ("140%"), in page coordinates."""
+        box = self.page.locator("#inpaint-editor canvas").first.bounding_box()
+        zoom = float(self.page.inner_text("#inpaint-editor .zoom-number").strip().rstrip("%")) / 100
+        size = side * zoom
+        return {"x": box["x"] + (box["width"] - size) / 2, "y": box["y"] + (box["height"] - size) / 2,
+                "width": size, "height": size}
+
+    def complete(self, steps: int | None = None, n: int | None = None) -> tuple[list[str], float]:
+        if steps is not None:
+            self._set_number("number input for sampler steps", steps)
+        if n is not None:
+            self._set_number("number input for n (completions)", n)
+        return self._click_and_wait("#inpaint-output", lambda: self.page.click("#inpaint-button"))
+
+    def error_after(self, click) -> str:
+        """Run ``click`` and return the text of the error message the page shows."""
+        toasts = self.page.locator(".toast-body")
+        seen = toasts.count()
+        click()
+        toasts.nth(seen).wait_for(state="visible")
+        return toasts.nth(seen).inner_text()
+
+    def screenshot(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
