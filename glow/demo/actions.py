@@ -126,8 +126,13 @@ def inpainting(session: DemoSession, image: Tensor, mask: Tensor, n, temperature
     x = _model_space(session, image[None]).to(device)
     hole = mask[None].to(device)
     progress(0.0, "inpainting")
-    result = inpaint(model, x, hole, n=n, method="auto", temperature=temperature, steps=steps,
-                     generator=_generator(seed), progress=lambda step: progress((step + 1) / steps, "sampling"))
+    generator = _generator(seed)
+    # c-Glow draws from torch's global generator: seed a private copy of it, so a seed gives the same
+    # completions on either route without disturbing anyone else's random stream
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(float(seed)))
+        result = inpaint(model, x, hole, n=n, method="auto", temperature=temperature, steps=steps,
+                         generator=generator, progress=lambda step: progress((step + 1) / steps, "sampling"))
     filled = completions_uint8(result, image[None], mask[None].cpu(), model.n_bits)[0]
     masked = torch.where(mask.bool().expand_as(image), torch.full_like(image, 128), image)
     rate = f", acceptance rate {result.acceptance_rate:.2f}" if result.acceptance_rate is not None else ""

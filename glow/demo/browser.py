@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -42,9 +43,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    output: list[str]   # what the server printed so far (stdout and stderr)
+
+
 @contextmanager
-def demo_server(args: Sequence[str], timeout: float = 240.0, env: dict | None = None) -> Iterator[str]:
-    """``python scripts/demo.py *args`` until the block exits; yields the URL it prints when ready.
+def demo_server(args: Sequence[str], timeout: float = 240.0, env: dict | None = None) -> Iterator[Server]:
+    """``python scripts/demo.py *args`` until the block exits; yields it once it printed its URL.
 
     The server runs in a new session (its own process group), killed with everything it started on
     exit, whether the block succeeded or failed.
@@ -66,7 +74,7 @@ def demo_server(args: Sequence[str], timeout: float = 240.0, env: dict | None = 
             if url is None and time.monotonic() > deadline:
                 raise TimeoutError(f"scripts/demo.py not ready after {timeout:.0f} s:\n{''.join(lines)[-3000:]}")
             time.sleep(0.1)
-        yield url
+        yield Server(url, proc, lines)
     finally:
         stop(proc)
         reader.join(5)
@@ -190,11 +198,17 @@ class DemoDriver:
         self.tab("Reconstruct")
         return self._click_and_wait("#reconstruct-output", lambda: self.page.click("#reconstruct-button"))
 
+    def load_upload(self, path: str | Path) -> None:
+        """Upload an image into the Inpaint tab's editor."""
+        self.tab("Inpaint")
+        self.page.locator("#inpaint-upload input[type=file]").set_input_files(str(path))
+        self.page.wait_for_timeout(3000)
+
     def load_test_image(self, index: int = 0) -> None:
         self.tab("Inpaint")
         self._set_number("test image index", index)
         self.page.click("#inpaint-load")
-        self.page.wait_for_timeout(1500)
+        self.page.wait_for_timeout(3000)
 
     def paint(self, strokes: Sequence[Sequence[tuple[float, float]]], side: int) -> None:
         """Brush strokes over the editor's image (``side`` pixels square, as loaded); points are fractions
