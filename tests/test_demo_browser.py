@@ -103,11 +103,14 @@ def test_the_page_in_a_real_browser(tmp_path, synthetic_folder):
 
         # Bad uploads get one clear line on the page
         user.choose_uploads()
-        user.upload(0, not_an_image)
+        user.upload("reconstruct-upload", not_an_image)
         message = user.error_after(lambda: page.click("#reconstruct-button"))
         assert "notes.png is not an image file" in message and "Traceback" not in message
-        user.upload(0, wrong_size)
-        message = user.error_after(lambda: page.click("#reconstruct-button"))
+        user.tab("Interpolate")
+        user.choose_uploads()
+        user.upload("interpolate-upload-a", wrong_size)
+        user.upload("interpolate-upload-b", upload)
+        message = user.error_after(lambda: page.click("#interpolate-button"))
         assert f"big.png is {SIZE + 4}x{SIZE + 4} pixels but this model takes {SIZE}x{SIZE}" in message
 
         # Inpaint: an empty mask is refused; then paint a band and complete the uploaded image

@@ -59,7 +59,8 @@ def demo_server(args: Sequence[str], timeout: float = 240.0, env: dict | None = 
     """
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "demo.py"), *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
+                                filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})  # this checkout's glow
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
@@ -130,16 +131,24 @@ class DemoDriver:
         return [img.get_attribute("src") or "" for img in self.page.locator(f"{selector} img").all()]
 
     def _click_and_wait(self, selector: str, click) -> tuple[list[str], float]:
-        """Run ``click`` and wait until the images under ``selector`` change; -> new srcs, seconds."""
+        """Run ``click`` and wait until the images under ``selector`` change; -> new srcs, seconds.
+        An error message on the page instead fails at once, with its text."""
         before = self._srcs(selector)
+        self.dismiss_messages()
+        toasts, seen = self.page.locator(".toast-body"), 0
         start = time.perf_counter()
         click()
         self.page.wait_for_function(
-            """([sel, old]) => { const s = [...document.querySelectorAll(sel + ' img')].map(i => i.src);
-                 return s.length > 0 && JSON.stringify(s) !== JSON.stringify(old)
-                        && [...document.querySelectorAll(sel + ' img')].every(i => i.complete); }""",
-            arg=[selector, before], timeout=self.timeout_ms)
-        return self._srcs(selector), time.perf_counter() - start
+            """([sel, old, seen]) => {
+                 if (document.querySelectorAll('.toast-body').length > seen) return true;
+                 const imgs = [...document.querySelectorAll(sel + ' img')];
+                 const s = imgs.map(i => i.src);
+                 return s.length > 0 && JSON.stringify(s) !== JSON.stringify(old) && imgs.every(i => i.complete); }""",
+            arg=[selector, before, seen], timeout=self.timeout_ms)
+        seconds = time.perf_counter() - start
+        if toasts.count() > seen:
+            raise AssertionError(f"the page says: {toasts.nth(seen).inner_text()}")
+        return self._srcs(selector), seconds
 
     def download(self, src: str) -> np.ndarray:
         """The image file behind an <img> (what the download button saves), as a numpy array."""
@@ -178,10 +187,10 @@ class DemoDriver:
     def choose_uploads(self) -> None:
         self.page.get_by_role("tabpanel").get_by_label("upload", exact=True).check()
 
-    def upload(self, nth: int, path: str | Path) -> None:
-        """Put a file into the nth upload box of the open tab (as a user's file dialog would)."""
-        self.page.get_by_role("tabpanel").locator("input[type=file]").nth(nth).set_input_files(str(path))
-        self.page.wait_for_timeout(300)
+    def upload(self, elem_id: str, path: str | Path) -> None:
+        """Put a file into an upload box (as a user's file dialog would)."""
+        self.page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+        self.page.wait_for_timeout(500)
 
     def interpolate(self, index_a: int | None = None, index_b: int | None = None, steps: int | None = None
                     ) -> tuple[list[str], float]:
@@ -201,8 +210,8 @@ class DemoDriver:
     def load_upload(self, path: str | Path) -> None:
         """Upload an image into the Inpaint tab's editor."""
         self.tab("Inpaint")
-        self.page.locator("#inpaint-upload input[type=file]").set_input_files(str(path))
-        self.page.wait_for_timeout(3000)
+        self.upload("inpaint-upload", path)
+        self.page.wait_for_timeout(2500)
 
     def load_test_image(self, index: int = 0) -> None:
         self.tab("Inpaint")
@@ -239,13 +248,20 @@ class DemoDriver:
             self._set_number("number input for n (completions)", n)
         return self._click_and_wait("#inpaint-output", lambda: self.page.click("#inpaint-button"))
 
+    def dismiss_messages(self) -> None:
+        """Close every message on the page (they also vanish by themselves after a while)."""
+        for close in self.page.locator(".toast-close").all():
+            if close.is_visible():
+                close.click()
+        self.page.wait_for_function("() => document.querySelectorAll('.toast-body').length === 0")
+
     def error_after(self, click) -> str:
         """Run ``click`` and return the text of the error message the page shows."""
-        toasts = self.page.locator(".toast-body")
-        seen = toasts.count()
+        self.dismiss_messages()
         click()
-        toasts.nth(seen).wait_for(state="visible")
-        return toasts.nth(seen).inner_text()
+        first = self.page.locator(".toast-body").first
+        first.wait_for(state="visible")
+        return first.inner_text()
 
     def screenshot(self, path: str | Path) -> Path:
         path = Path(path)

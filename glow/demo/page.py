@@ -67,11 +67,11 @@ def _labels(*labels):
     return None if any(y is None for y in labels) else torch.cat(labels)
 
 
-def _source_row(default_index: int, what: str):
+def _source_row(default_index: int, what: str, elem_id: str):
     with gr.Row():
         source = gr.Radio(list(SOURCES), value=SOURCES[0], label=f"{what} from")
         index = gr.Number(value=default_index, precision=0, label=f"{what}: test image index")
-        upload = gr.File(label=f"{what}: upload (PNG or JPEG)", type="filepath", height=100)
+        upload = gr.File(label=f"{what}: upload (PNG or JPEG)", type="filepath", height=100, elem_id=elem_id)
     return source, index, upload
 
 
@@ -99,10 +99,11 @@ def sample_tab(session: DemoSession):
 
 
 def interpolate_tab(session: DemoSession):
-    source_a, index_a, upload_a = _source_row(0, "A")
+    source_a, index_a, upload_a = _source_row(0, "A", "interpolate-upload-a")
     with gr.Row():
         index_b = gr.Number(value=1, precision=0, label="B: test image index")
-        upload_b = gr.File(label="B: upload (PNG or JPEG)", type="filepath", height=100)
+        upload_b = gr.File(label="B: upload (PNG or JPEG)", type="filepath", height=100,
+                           elem_id="interpolate-upload-b")
         mode = gr.Radio(["linear", "slerp"], value="linear", label="mode")
         points = gr.Slider(2, actions.MAX_POINTS, value=8, step=1, label="steps (both ends included)")
     button = gr.Button("Interpolate", variant="primary", elem_id="interpolate-button")
@@ -120,7 +121,7 @@ def interpolate_tab(session: DemoSession):
 
 
 def reconstruct_tab(session: DemoSession):
-    source, index, upload = _source_row(0, "image")
+    source, index, upload = _source_row(0, "image", "reconstruct-upload")
     button = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-button")
     with gr.Row():
         original = gr.Image(label="original", type="numpy", format="png", interactive=False,
