@@ -62,6 +62,9 @@ def demo_server(args: Sequence[str], timeout: float = 240.0, env: dict | None = 
                             env={**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
                                 filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})  # this checkout's glow
     lines: list[str] = []
+    # a SIGTERM (timeout, CI) must still run the cleanup below, so it becomes an exception here
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) \
+        if threading.current_thread() is threading.main_thread() else None
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
@@ -80,6 +83,12 @@ def demo_server(args: Sequence[str], timeout: float = 240.0, env: dict | None = 
         stop(proc)
         reader.join(5)
         proc.stdout.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def stop(proc: subprocess.Popen) -> None:

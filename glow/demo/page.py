@@ -213,7 +213,7 @@ def model_tab(session: DemoSession):
     ]))
     config = OmegaConf.to_yaml(session.run_config) if session.run_config is not None else \
         OmegaConf.to_yaml(OmegaConf.create(session.hparams))
-    gr.Code(config, language="yaml", label="the run's config" if session.run_config is not None
+    gr.Code(config, language="yaml", max_lines=24, label="the run's config" if session.run_config is not None
             else "the checkpoint's hyper-parameters", interactive=False)
 
 
