@@ -7,6 +7,7 @@ own. Bad input raises DemoInputError with one line, which the page shows as it i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -133,7 +134,8 @@ def inpainting(session: DemoSession, image: Tensor, mask: Tensor, n, temperature
         torch.manual_seed(int(float(seed)))
         result = inpaint(model, x, hole, n=n, method="auto", temperature=temperature, steps=steps,
                          generator=generator, progress=lambda step: progress((step + 1) / steps, "sampling"))
-    filled = completions_uint8(result, image[None], mask[None].cpu(), model.n_bits)[0]
+    on_cpu = dataclasses.replace(result, completions=result.completions.cpu())  # the input lives on the CPU
+    filled = completions_uint8(on_cpu, image[None], mask[None].cpu(), model.n_bits)[0]
     masked = torch.where(mask.bool().expand_as(image), torch.full_like(image, 128), image)
     rate = f", acceptance rate {result.acceptance_rate:.2f}" if result.acceptance_rate is not None else ""
     holes = int(mask.sum())

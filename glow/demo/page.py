@@ -70,8 +70,8 @@ def _labels(*labels):
 def _source_row(default_index: int, what: str, elem_id: str):
     with gr.Row():
         source = gr.Radio(list(SOURCES), value=SOURCES[0], label=f"{what} from")
-        index = gr.Number(value=default_index, precision=0, label=f"{what}: test image index")
-        upload = gr.File(label=f"{what}: upload (PNG or JPEG)", type="filepath", height=100, elem_id=elem_id)
+        index = gr.Number(value=default_index, precision=0, label="test image index")
+        upload = gr.File(label="upload (PNG or JPEG)", type="filepath", height=100, elem_id=elem_id)
     return source, index, upload
 
 
@@ -99,11 +99,14 @@ def sample_tab(session: DemoSession):
 
 
 def interpolate_tab(session: DemoSession):
-    source_a, index_a, upload_a = _source_row(0, "A", "interpolate-upload-a")
+    source = gr.Radio(list(SOURCES), value=SOURCES[0], label="images from")
     with gr.Row():
+        index_a = gr.Number(value=0, precision=0, label="A: test image index")
+        upload_a = gr.File(label="A: upload (PNG or JPEG)", type="filepath", height=100, elem_id="interpolate-upload-a")
         index_b = gr.Number(value=1, precision=0, label="B: test image index")
         upload_b = gr.File(label="B: upload (PNG or JPEG)", type="filepath", height=100,
                            elem_id="interpolate-upload-b")
+    with gr.Row():
         mode = gr.Radio(["linear", "slerp"], value="linear", label="mode")
         points = gr.Slider(2, actions.MAX_POINTS, value=8, step=1, label="steps (both ends included)")
     button = gr.Button("Interpolate", variant="primary", elem_id="interpolate-button")
@@ -117,7 +120,7 @@ def interpolate_tab(session: DemoSession):
         b, yb = _image(session, source, ib, ub, "image B")
         return actions.interpolation(session, a, b, p, m, _labels(ya, yb), _reporter(progress))
 
-    button.click(run, [source_a, index_a, upload_a, index_b, upload_b, mode, points], [output, summary])
+    button.click(run, [source, index_a, upload_a, index_b, upload_b, mode, points], [output, summary])
 
 
 def reconstruct_tab(session: DemoSession):
