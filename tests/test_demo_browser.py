@@ -50,7 +50,7 @@ def _port_open(url: str) -> bool:
 def test_the_page_in_a_real_browser(tmp_path, synthetic_folder):
     _require_browser()
     import train
-    from glow.demo.browser import DemoDriver, browser_page, demo_server, free_port
+    from glow.demo.browser import DemoDriver, browser_page, click_together, demo_server, free_port
     from glow.demo.images import display_factor
     from glow.sampling import load
     from hydra.utils import instantiate
@@ -85,6 +85,15 @@ def test_the_page_in_a_real_browser(tmp_path, synthetic_folder):
         grid = user.download(second[0])
         assert grid.shape == (4 * (SIZE + 1) + 1, 4 * (SIZE + 1) + 1, 3)  # 16 samples, 4 x 4
         user.screenshot(shots / "demo_sample.png")
+
+        # Two users click at once: the queue serves both, each gets the samples of their own seed
+        other = DemoDriver(page.context.browser.new_page(), server.url, timeout_s=120)  # a second user
+        other.open()
+        user.set_number("seed", 1)
+        other.set_number("seed", 2)
+        mine, theirs = click_together([user, other], "#sample-button", "#sample-output")
+        assert mine != theirs and mine != second
+        other.page.close()
 
         # Interpolate test images 0 -> 1 in 5 steps: the end tiles are the test images themselves
         srcs, _ = user.interpolate(0, 1, 5)

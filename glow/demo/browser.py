@@ -189,6 +189,9 @@ class DemoDriver:
             self.page.mouse.up()
         return self._click_and_wait("#sample-output", drag)
 
+    def set_number(self, label: str, value) -> None:
+        self._set_number(label, value)
+
     def sample(self) -> tuple[list[str], float]:
         self.tab("Sample")
         return self._click_and_wait("#sample-output", lambda: self.page.click("#sample-button"))
@@ -277,3 +280,17 @@ class DemoDriver:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(path), full_page=True)
         return path
+
+
+def click_together(users: Sequence[DemoDriver], button: str, output: str) -> list[list[str]]:
+    """Several users click ``button`` at once; waits until each page shows a new image under ``output``."""
+    before = [user._srcs(output) for user in users]
+    for user in users:
+        user.page.click(button)
+    for user, old in zip(users, before):
+        user.page.wait_for_function(
+            """([sel, old]) => { const s = [...document.querySelectorAll(sel + ' img')].map(i => i.src);
+                 return s.length > 0 && JSON.stringify(s) !== JSON.stringify(old); }""",
+            arg=[output, old], timeout=user.timeout_ms)
+    return [user._srcs(output) for user in users]
+
