@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 SIZE = 16  # the synthetic folder's images: 16x16 RGB
