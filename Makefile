@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test sample benchmark clean
+.PHONY: train test sample benchmark demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ sample: $(STAMP)  ## e.g. make sample ARGS="ckpt_path=outputs/.../last.ckpt task
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py $(ARGS)
+
+$(VENV)/.demo-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $@
+
+demo: $(VENV)/.demo-installed  ## the web page on the newest outputs/**/last.ckpt (ARGS="ckpt_path=... port=7860")
+	$(PY) scripts/demo.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun wandb lightning_logs .pytest_cache

@@ -197,6 +197,8 @@ def latent_inpaint(model: Glow, x: Tensor, mask: Tensor, n: int, steps: int = 40
 
 METHODS = ("auto", "cglow", "latent", "mcmc", "map")
 DEFAULT_TEMPERATURE = {"cglow": 0.8, "latent": 1.0, "mcmc": 1.0, "map": 1.0}
+# sampler steps when none are given (c-Glow samples in one pass)
+DEFAULT_STEPS = {"cglow": 0, "latent": 40, "mcmc": 300, "map": 300}
 
 
 def inpaint(model: Glow, x: Tensor, mask: Tensor, n: int = 8, method: str = "auto", temperature: float | None = None,
@@ -219,10 +221,11 @@ def inpaint(model: Glow, x: Tensor, mask: Tensor, n: int = 8, method: str = "aut
     if method == "cglow":
         return cglow_inpaint(model, x, mask, n, temperature=temperature)
     if method == "latent":
-        return latent_inpaint(model, x, mask, n, steps=40 if steps is None else steps, temperature=temperature,
+        steps = DEFAULT_STEPS["latent"] if steps is None else steps
+        return latent_inpaint(model, x, mask, n, steps=steps, temperature=temperature,
                               init=init or "sir", step_size=0.01 if step_size is None else step_size,
                               generator=generator, progress=progress)
-    steps, step_size, init = steps or 300, step_size or 0.02, init or "noise"
+    steps, step_size, init = steps or DEFAULT_STEPS[method], step_size or 0.02, init or "noise"
     return mcmc_inpaint(model, x, mask, n, steps=steps, step_size=step_size, temperature=temperature,
                         map_steps=map_steps if method == "map" else 0, init=init, generator=generator,
                         progress=progress)
