@@ -132,7 +132,7 @@ def test_interpolation_ends_at_the_inputs_and_reconstruction_is_exact():
     assert "0 of 64 pixels differ" in summary
 
 
-@pytest.mark.parametrize("conditional, method", [(None, "mcmc"), ("image", "cglow")])
+@pytest.mark.parametrize("conditional, method", [(None, "latent"), ("image", "cglow")])
 def test_inpaint_tab_keeps_the_observed_pixels(conditional, method):
     model = tiny(conditional)
     image = digit()
@@ -153,7 +153,7 @@ def test_inpaint_tab_keeps_the_observed_pixels(conditional, method):
         torch.manual_seed(0)
         result = inpaint(model, x, mask[None], n=3, steps=4, generator=torch.Generator().manual_seed(0))
     assert np.array_equal(filled, completions_uint8(result, image[None], mask[None], model.n_bits)[0, :, 0].numpy())
-    if method == "mcmc":
+    if method == "latent":
         assert seen and seen[-1] == 1.0  # progress reached the end
 
 
