@@ -88,7 +88,8 @@ def validate_model(model: DictConfig) -> None:
     try:
         check_arguments(**{k: model.get(k) for k in keys}, num_classes=model.get("num_classes", 10),
                         class_head=model.get("class_head", False),
-                        affine_scale=model.get("affine_scale", "sigmoid"))
+                        affine_scale=model.get("affine_scale", "sigmoid"), memory=model.get("memory", "none"),
+                        compile=model.get("compile", False))
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

@@ -28,15 +28,18 @@ from torch import Tensor, nn
 
 from glow.conditioning import Kind, make_condition
 from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm
-from glow.flows.base import Flow, FlowSequence, zeros_logdet
+from glow.flows.base import Flow, zeros_logdet
 from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
 from glow.flows.coupling import AFFINE_SCALES, COUPLINGS, MASKS, Coupling
+from glow.flows.memory import MEMORY_MODES, MemoryFlowSequence
 from glow.flows.permute import Reverse, Shuffle
 from glow.flows.squeeze import Squeeze
 from glow.nets import ConditionEncoder, freeze_output_logscales
 from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
 
 PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
+# arguments that change how the model runs, not what it computes: a checkpoint resumes under any of them
+RUNTIME_ARGUMENTS = ("memory", "compile")
 
 
 def _choice(name: str, value, allowed: Sequence) -> None:
@@ -52,7 +55,7 @@ def _positive_int(name: str, value) -> None:
 
 def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
                     permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
-                    class_head=False, affine_scale="sigmoid") -> Kind:
+                    class_head=False, affine_scale="sigmoid", memory="none", compile=False) -> Kind:
     """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
     Glow() and glow.config.validate_model both call this, so each check is written once."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
@@ -62,6 +65,8 @@ def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coup
     _choice("permutation", permutation, PERMUTATIONS)
     _choice("mask", mask, MASKS)
     _choice("affine_scale", affine_scale, AFFINE_SCALES)
+    _choice("memory", memory, MEMORY_MODES)
+    _choice("compile", compile, (False, True))
     return Kind.of(conditional, num_classes, class_head)
 
 
@@ -77,13 +82,14 @@ class Glow(nn.Module):
                  spline_bins: int = 8, spline_tail_bound: float = 3.0, conditional: str | None = None,
                  num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False,
                  inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False,
-                 pixel_actnorm: bool = False, affine_scale: str = "sigmoid"):
+                 pixel_actnorm: bool = False, affine_scale: str = "sigmoid", memory: str = "none",
+                 compile: bool = False):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
         self.kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
-                                    conditional, num_classes, class_head, affine_scale)
+                                    conditional, num_classes, class_head, affine_scale, memory, compile)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             raise ValueError(f"model.levels={levels} is not allowed for image size {h}x{w}: "
@@ -98,6 +104,9 @@ class Glow(nn.Module):
         feature_channels = self.kind.feature_channels(cond_channels)
         # the bit depth of the data this model was trained on (train and glow.sampling.load set it)
         self.n_bits = 8
+        # torch.compile of each level's flow, applied by compile_levels (GlowModule, the benchmark);
+        # nn.Module.compile keeps the state_dict keys, so checkpoints load into either kind of model
+        self.use_compile = compile
 
         self.squeeze = Squeeze()
         # not in Glow: a per-pixel ActNorm on the image, for data with near-constant pixels (see PixelActNorm)
@@ -126,7 +135,7 @@ class Glow(nn.Module):
                 self.splits.append(split)
                 self.latent_shapes.append((split.factored, h, w))
                 channels = split.kept
-            self.levels.append(FlowSequence(layers))
+            self.levels.append(MemoryFlowSequence(layers, memory, step_size=(2 + actnorm)))
         self.top_prior = TopPrior((channels, h, w), learn_top, classes, feature_channels, learn_top_per_position)
         # Glow's ycond classifier: logits from the spatially averaged top latent (not part of log_prob)
         self.class_head = nn.Linear(channels, classes) if class_head else None
@@ -135,6 +144,11 @@ class Glow(nn.Module):
             nn.init.zeros_(self.class_head.bias)
         if not zero_logscale:
             freeze_output_logscales(self)
+
+    def compile_levels(self) -> None:
+        """torch.compile each level's flow in place (state_dict keys unchanged)."""
+        for level in self.levels:
+            level.compile()
 
     # -- conditioning -----------------------------------------------------------------------
     make_condition = staticmethod(make_condition)  # see glow.conditioning

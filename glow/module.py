@@ -50,6 +50,8 @@ class GlowModule(L.LightningModule):
         self._skip_this_step = False
         self.divergence = DivergenceGuard(max_nonfinite_steps)
         self.eval_metrics = nn.ModuleDict({"val": EvalMetrics(), "test": EvalMetrics()})
+        if self.model.use_compile:  # after the EMA copy: the average stays an eager model
+            self.model.compile_levels()
 
     # -- what evaluation and sampling use ---------------------------------------------------
     @property
