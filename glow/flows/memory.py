@@ -45,7 +45,6 @@ class InvertibleBlock(torch.autograd.Function):
         ctx.layers = layers
         ctx.params = params
         ctx.autocast = _autocast_state(x.device.type)
-        ctx.cond_is_tensor = cond is not None
         # runs without grad (autograd.Function.forward always does): nothing inside is kept
         total = zeros_logdet(x)
         for layer in layers:
@@ -64,27 +63,40 @@ class InvertibleBlock(torch.autograd.Function):
         want_cond = cond is not None and ctx.needs_input_grad[2]
         with torch.autocast(y.device.type, dtype=dtype, enabled=enabled):
             for layer in reversed(ctx.layers):
-                with torch.no_grad():
-                    x, _ = layer.inverse(y, cond)
-                x = x.detach().requires_grad_(True)
                 local_cond = cond.detach().requires_grad_(True) if want_cond else cond
-                params = [p for p in layer.parameters() if id(p) in param_index]
                 with torch.enable_grad():
-                    y_local, logdet = layer(x, local_cond)
-                    inputs = [x] + ([local_cond] if want_cond else []) + params
+                    x, leaves, to_input_grad, y_local, logdet = _recompute(layer, y, local_cond)
+                    params = [p for p in layer.parameters() if id(p) in param_index]
+                    inputs = leaves + ([local_cond] if want_cond else []) + params
                     # a volume-preserving layer's logdet is a constant with no graph: leave it out
                     pairs = [(o, g) for o, g in ((y_local, grad_y), (logdet, grad_logdet)) if o.requires_grad]
                     grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
                                                 allow_unused=True)
-                grad_y = grads[0] if grads[0] is not None else torch.zeros_like(x)
-                if want_cond and grads[1] is not None:
-                    cond_grad = grads[1] if cond_grad is None else cond_grad + grads[1]
-                for p, g in zip(params, grads[1 + want_cond:]):
+                n = len(leaves)
+                grad_y = to_input_grad(*[torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)])
+                if want_cond and grads[n] is not None:
+                    cond_grad = grads[n] if cond_grad is None else cond_grad + grads[n]
+                for p, g in zip(params, grads[n + want_cond:]):
                     i = param_index[id(p)]
                     if g is not None:
                         param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
                 y = x.detach()
         return (None, grad_y, cond_grad, *param_grads)
+
+
+def _recompute(layer: Flow, y: Tensor, cond: Tensor | None):
+    """(x, leaves, leaf grads -> grad of x, layer's forward output and logdet rebuilt with grad).
+
+    A layer may offer ``recompute`` that does this in one pass (Coupling: one network evaluation);
+    any other Flow is inverted without grad and re-run forwards on the recomputed input.
+    """
+    if hasattr(layer, "recompute"):
+        return layer.recompute(y, cond)
+    with torch.no_grad():
+        x, _ = layer.inverse(y, cond)
+    leaf = x.detach().requires_grad_(True)
+    y_local, logdet = layer(leaf, cond)
+    return x, [leaf], lambda g: g, y_local, logdet
 
 
 class MemoryFlowSequence(FlowSequence):
