@@ -89,7 +89,7 @@ def validate_model(model: DictConfig) -> None:
         check_arguments(**{k: model.get(k) for k in keys}, num_classes=model.get("num_classes", 10),
                         class_head=model.get("class_head", False),
                         affine_scale=model.get("affine_scale", "sigmoid"), memory=model.get("memory", "none"),
-                        compile=model.get("compile", False))
+                        compile=model.get("compile", False), channels_last=model.get("channels_last", False))
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

@@ -39,7 +39,7 @@ from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
 
 PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
 # arguments that change how the model runs, not what it computes: a checkpoint resumes under any of them
-RUNTIME_ARGUMENTS = ("memory", "compile")
+RUNTIME_ARGUMENTS = ("memory", "compile", "channels_last")
 
 
 def _choice(name: str, value, allowed: Sequence) -> None:
@@ -55,7 +55,8 @@ def _positive_int(name: str, value) -> None:
 
 def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
                     permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
-                    class_head=False, affine_scale="sigmoid", memory="none", compile=False) -> Kind:
+                    class_head=False, affine_scale="sigmoid", memory="none", compile=False,
+                    channels_last=False) -> Kind:
     """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
     Glow() and glow.config.validate_model both call this, so each check is written once."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
@@ -67,6 +68,7 @@ def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coup
     _choice("affine_scale", affine_scale, AFFINE_SCALES)
     _choice("memory", memory, MEMORY_MODES)
     _choice("compile", compile, (False, True))
+    _choice("channels_last", channels_last, (False, True))
     return Kind.of(conditional, num_classes, class_head)
 
 
@@ -83,13 +85,13 @@ class Glow(nn.Module):
                  num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False,
                  inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False,
                  pixel_actnorm: bool = False, affine_scale: str = "sigmoid", memory: str = "none",
-                 compile: bool = False):
+                 compile: bool = False, channels_last: bool = False):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
         self.kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
-                                    conditional, num_classes, class_head, affine_scale, memory, compile)
+                                    conditional, num_classes, class_head, affine_scale, memory, compile, channels_last)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             raise ValueError(f"model.levels={levels} is not allowed for image size {h}x{w}: "
@@ -144,6 +146,10 @@ class Glow(nn.Module):
             nn.init.zeros_(self.class_head.bias)
         if not zero_logscale:
             freeze_output_logscales(self)
+        # NHWC activations and conv weights (oneDNN's preferred layout on CPU; README, "Performance")
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def compile_levels(self) -> None:
         """torch.compile each level's flow in place (state_dict keys unchanged)."""
@@ -157,7 +163,7 @@ class Glow(nn.Module):
     def _encode(self, x: Tensor, cond: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor]:
         features, labels = self.kind.route(cond, self.encoder, self.num_levels)
         zs, logdet, log_prior = [], zeros_logdet(x), zeros_logdet(x)
-        h = x
+        h = x.contiguous(memory_format=self.memory_format)
         if self.pixel_norm is not None:
             h, logdet = self.pixel_norm(h)
         for level, flow in enumerate(self.levels):

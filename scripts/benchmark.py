@@ -67,11 +67,9 @@ SUITES = {
 def build(cfg):
     device = torch.device(cfg.device)
     torch.manual_seed(0)
-    model = Glow(tuple(cfg.image_shape), **OmegaConf.to_container(cfg.model)).to(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    model = Glow(tuple(cfg.image_shape), **OmegaConf.to_container(cfg.model), channels_last=cfg.channels_last)
+    model = model.to(device)
     images = torch.randint(0, 256, (cfg.batch_size, *cfg.image_shape), dtype=torch.uint8, device=device)
-    images = images.contiguous(memory_format=memory_format)
     model.initialize(preprocess(images))
     if cfg.compile:
         model.compile_levels()

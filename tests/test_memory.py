@@ -45,7 +45,7 @@ KINDS = [{"coupling": "additive"}, {"coupling": "affine"}, {"coupling": "spline"
          {"affine_scale": "tanh"}, {"permutation": "reverse"}, {"permutation": "shuffle"},
          {"permutation": "conv"}, {"mask": "checkerboard"}, {"conditional": "class"},
          {"conditional": "image"}, {"actnorm": False, "final_scaling": True, "learn_top": False},
-         {"pixel_actnorm": True}]
+         {"pixel_actnorm": True}, {"channels_last": True}]
 
 
 @pytest.mark.parametrize("memory", ["invertible", "checkpoint"])
