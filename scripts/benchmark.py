@@ -3,6 +3,7 @@ peak memory is its own). Ratios within one run are what to quote: this machine i
 
     python scripts/benchmark.py                                   # the CPU set (memory + minimal), < 10 min on 2 cores
     python scripts/benchmark.py suite=memory json=out.json        # L=3 h=64 batch 16, K=8/16/32 x none|checkpoint|invertible
+    python scripts/benchmark.py plot_from=out.json plot=docs/activation_memory.png   # the memory-vs-depth plot
     python scripts/benchmark.py suite=minimal                     # the peers' configs: L=3 K=8 h=128 and L=3 K=32 h=64, batch 64
     python scripts/benchmark.py suite=one model.memory=invertible model.steps=32 channels_last=true
     python scripts/benchmark.py suite=gpu device=cuda json=gpu.json   # the paper's CIFAR setting (scripts/gpu_benchmark.sh)
@@ -36,7 +37,7 @@ from glow.model import Glow  # noqa: E402
 from glow.quantize import bits_per_dim, preprocess  # noqa: E402
 
 DEFAULTS = OmegaConf.create({
-    "suite": "cpu", "json": None, "device": "cpu", "precision": "fp32", "compile": False,
+    "suite": "cpu", "json": None, "plot": None, "plot_from": None, "device": "cpu", "precision": "fp32", "compile": False,
     "channels_last": False, "batch_size": 64, "iters": 6, "warmup": 2, "sample_batches": 2, "threads": 0,
     "image_shape": [3, 32, 32],
     "model": {"levels": 3, "steps": 8, "hidden_channels": 128, "coupling": "affine", "permutation": "conv_lu",
@@ -81,6 +82,9 @@ def measure(cfg) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cuda = cfg.device.startswith("cuda")
+    if cuda:  # what train.py sets on a GPU, plus autotuned convolutions (fixed shapes here)
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = True
     model, images = build(cfg)
     optimizer = torch.optim.Adamax(model.parameters(), lr=1e-4)
     autocast = lambda: torch.autocast(model.top_prior.anchor.device.type, dtype=torch.bfloat16,  # noqa: E731
@@ -142,7 +146,7 @@ def measure(cfg) -> dict:
 
 
 def run_row(cli: dict, row: dict) -> dict:
-    args = [f"{k}={v}" for k, v in {**cli, **row}.items() if k not in ("suite", "json")] + ["_child=true"]
+    args = [f"{k}={v}" for k, v in {**cli, **row}.items() if k not in ("suite", "json", "plot")] + ["_child=true"]
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
@@ -167,6 +171,34 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Activation memory against depth K, one line per memory mode (rows of one width and batch)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if "error" not in r and not r["channels_last"] and r["batch_size"] == 16]
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=120)
+    for memory in ("none", "checkpoint", "invertible"):
+        points = sorted((r["steps"], r["activation_mem_mb"]) for r in rows if r["memory"] == memory)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=memory)
+    if rows:
+        r = rows[0]
+        ax.set_title(f"Glow L={r['levels']}, h={r['hidden_channels']}, batch {r['batch_size']}, "
+                     f"3x32x32, {r['device']}", fontsize=9)
+    ax.set_xlabel("steps per level K")
+    ax.set_ylabel("activation memory (MB saved for backward)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title="model.memory")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"plot written to {path}")
+
+
 def main() -> None:
     cli = OmegaConf.from_cli()
     if cli.get("_child"):
@@ -174,6 +206,9 @@ def main() -> None:
         print(json.dumps(measure(OmegaConf.merge(DEFAULTS, cli))))
         return
     cfg = OmegaConf.merge(DEFAULTS, cli)
+    if cfg.plot_from:  # redraw from a saved run, no measuring
+        plot(json.loads(Path(cfg.plot_from).read_text())["rows"], Path(cfg.plot or "activation_memory.png"))
+        return
     if cfg.suite not in SUITES:
         sys.exit(f"config error: suite={cfg.suite!r} is not allowed: use one of {', '.join(SUITES)}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -190,6 +225,8 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"suite": cfg.suite, "cli": flat, "rows": rows}, indent=2))
         print(f"\nwritten to {path}")
+    if cfg.plot:
+        plot(rows, Path(cfg.plot))
     if any("error" in r for r in rows):
         sys.exit("some rows failed (see the table)")
 
