@@ -34,12 +34,14 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glow.activation_memory import METHOD as CPU_MEMORY_METHOD, saved_tensor_bytes  # noqa: E402
+from glow import nets  # noqa: E402
 from glow.model import Glow  # noqa: E402
 from glow.quantize import bits_per_dim, preprocess  # noqa: E402
 
 DEFAULTS = OmegaConf.create({
     "suite": "cpu", "json": None, "plot": None, "plot_from": None, "device": "cpu", "precision": "fp32", "compile": False,
-    "channels_last": False, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1, "sample_batches": 2, "threads": 0,
+    "channels_last": False, "fold_actnorm": True, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
+    "sample_batches": 2, "threads": 0,
     "image_shape": [3, 32, 32],
     "model": {"levels": 3, "steps": 8, "hidden_channels": 128, "coupling": "affine", "permutation": "conv_lu",
               "affine_scale": "sigmoid", "memory": "none"},
@@ -59,6 +61,9 @@ SUITES = {
     "memory": _memory_rows(16, 64),
     "minimal": PEERS,
     "cpu": _memory_rows(16, 64) + PEERS + [{**PEERS[0], "channels_last": True}],
+    # what each speed change gains: the peers' configs with and without it, and the K=32 time ratios
+    "speed": [{**p, **change} for p in PEERS for change in ({}, {"fold_actnorm": False}, {"channels_last": True})]
+    + _memory_rows(16, 64, depths=(32,)),
     "one": [{}],
     "gpu": [{**PAPER, "batch_size": 64, "model.memory": m} for m in ("none", "checkpoint", "invertible")]
     + [{**PAPER, "batch_size": 64, "compile": True}, {**PAPER, "batch_size": 64, "channels_last": True},
@@ -82,6 +87,7 @@ def measure(cfg) -> dict:
     """Runs in the child process: one row."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    nets.FOLD_ACTNORM = cfg.fold_actnorm  # false: the coupling nets' ActNorms as separate ops (the old step)
     cuda = cfg.device.startswith("cuda")
     if cuda:  # what train.py sets on a GPU, plus autotuned convolutions (fixed shapes here)
         torch.set_float32_matmul_precision("high")
@@ -140,7 +146,8 @@ def measure(cfg) -> dict:
         sync()
         sampling = cfg.sample_batches * cfg.batch_size / (time.perf_counter() - start)
     return {**OmegaConf.to_container(cfg.model), "batch_size": cfg.batch_size, "precision": cfg.precision,
-            "compile": cfg.compile, "channels_last": cfg.channels_last, "device": cfg.device,
+            "compile": cfg.compile, "channels_last": cfg.channels_last, "fold_actnorm": cfg.fold_actnorm,
+            "device": cfg.device,
             "threads": torch.get_num_threads(), "step_s": step_s, "images_per_s": cfg.batch_size / step_s,
             "activation_mem_mb": activation / 2 ** 20, "activation_mem_method": method,
             "peak_mem_mb": peak / 2 ** 20, "peak_mem_kind": "cuda max allocated" if cuda else "process max RSS",
@@ -166,7 +173,7 @@ def best(tries: list[dict]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| memory | K | h | batch | precision | compile | channels_last | images/s | step s "
+    head = ("| memory | K | h | batch | precision | compile | channels_last | fold ActNorm | images/s | step s "
             "| activation MB | sampling img/s | TFLOP/s | peak MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -176,7 +183,7 @@ def table(rows: list[dict]) -> str:
             continue
         tf = f"{r['tflops']:.1f}" if r["tflops"] else "-"
         lines.append(f"| {r['memory']} | {r['steps']} | {r['hidden_channels']} | {r['batch_size']} | {r['precision']} "
-                     f"| {r['compile']} | {r['channels_last']} | {r['images_per_s']:.1f} | {r['step_s']:.3f} "
+                     f"| {r['compile']} | {r['channels_last']} | {r.get('fold_actnorm', True)} | {r['images_per_s']:.1f} | {r['step_s']:.3f} "
                      f"| {r['activation_mem_mb']:.1f} | {r['sampling_images_per_s']:.0f} | {tf} "
                      f"| {r['peak_mem_mb']:.0f} |")
     return "\n".join(lines)
