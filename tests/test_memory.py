@@ -163,3 +163,14 @@ def test_ddp_averages_invertible_gradients(tmp_path):
         for name, p in model.named_parameters():
             if p.grad is not None:
                 torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5 * float(p.grad.abs().max()))
+
+
+def test_a_checkpoint_resumes_under_another_memory_mode():
+    from glow.checkpoints import CheckpointError, check_model_config
+    from glow.model import RUNTIME_ARGUMENTS
+
+    saved = {"hyper_parameters": {"model_config": {"steps": 2, "memory": "none"}}}
+    check_model_config(saved, {"steps": 2, "memory": "invertible", "compile": True, "channels_last": True},
+                       "last.ckpt", ignore=RUNTIME_ARGUMENTS)
+    with pytest.raises(CheckpointError, match="steps 2 != 3"):
+        check_model_config(saved, {"steps": 3, "memory": "invertible"}, "last.ckpt", ignore=RUNTIME_ARGUMENTS)
