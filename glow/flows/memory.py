@@ -113,11 +113,14 @@ class MemoryFlowSequence(FlowSequence):
             raise ValueError(f"model.memory={memory!r} is not allowed: use one of {', '.join(MEMORY_MODES)}")
         self.memory = memory
         self.step_size = step_size
+        self._actnorms: list[nn.Module] | None = None
 
     def _plain(self, x: Tensor, cond: Tensor | None) -> bool:
         if self.memory == "none" or not torch.is_grad_enabled():
             return True
-        if any(getattr(m, "init_pending", False) for m in self.modules()):
+        if self._actnorms is None:  # found once: walking every module on every step costs time on a GPU
+            self._actnorms = [m for m in self.modules() if hasattr(m, "init_pending")]
+        if any(m.init_pending for m in self._actnorms):
             return True
         needs_grad = x.requires_grad or (cond is not None and cond.requires_grad)
         return not needs_grad and not any(p.requires_grad for p in self.parameters())
