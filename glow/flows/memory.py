@@ -7,17 +7,20 @@
   its OUTPUT (keeping every step's output would still be O(K): each is the next step's input). In
   backward it walks the steps backwards: the step's input is recomputed from its output through the
   exact inverse (no grad), the step is re-run forwards with grad on that input, and the gradient is
-  carried on to the previous step. Activation memory is then flat in K.
+  carried on to the previous step. Activation memory is then flat in K. A layer may do the inverse
+  and the re-run in one pass (``recompute``: Coupling evaluates its network once instead of twice).
 
 The block is generic over any Flow (``forward/inverse(x, cond) -> (y, logdet)``), conditional layers
 included: gradients are returned for the input, for ``cond`` (the condition encoder's features
 require grad when it is trained) and for every parameter, which is passed to the Function as an
 input so that autograd's ordinary gradient accumulation (and DDP's hooks on it) sees them.
 
-Autocast: backward re-enters the autocast state the forward ran under, so the recomputed coupling
-networks give bit-for-bit the forward's outputs (their input half is passed through exactly); the
-parts that must be exact (W^-1, logdets) already switch autocast off themselves (glow.flows.base).
-The residual drift of repeated inversion is what ``inversion_drift`` measures.
+Autocast: backward re-enters the autocast state the forward ran under, so a recomputed coupling
+network sees the forward's input and precision; the parts that must be exact (W^-1, logdets) switch
+autocast off themselves (glow.flows.base). Inversion is exact only in exact arithmetic: float32
+roundoff makes the recomputed inputs drift by ~1e-6, and under bf16 such a drift now and then flips
+how a network input rounds to bf16, so bf16 drifts more. ``inversion_drift`` measures it
+(scripts/inversion_drift.py; README, "Performance").
 """
 
 from __future__ import annotations
