@@ -64,6 +64,7 @@ SUITES = {
     # what each speed change gains: the peers' configs with and without it, and the K=32 time ratios
     "speed": [{**p, **change} for p in PEERS for change in ({}, {"fold_actnorm": False}, {"channels_last": True})]
     + _memory_rows(16, 64, depths=(32,)),
+    "ratio": _memory_rows(16, 64, depths=(32,)) + [PEERS[0], {**PEERS[0], "fold_actnorm": False}],  # quick
     "one": [{}],
     "gpu": [{**PAPER, "batch_size": 64, "model.memory": m} for m in ("none", "checkpoint", "invertible")]
     + [{**PAPER, "batch_size": 64, "compile": True}, {**PAPER, "batch_size": 64, "channels_last": True},
