@@ -36,7 +36,7 @@ from glow.conditioning import config_from_data
 from glow.checkpoints import SafeCheckpointIO, atomic_write_bytes, check_model_config, read_checkpoint
 from glow.config import ConfigError, exit_with_config_error, unwrap, validate_image_size, validate_train
 from glow.divergence import Diverged
-from glow.model import Glow
+from glow.model import RUNTIME_ARGUMENTS, Glow
 from glow.preempt import PreemptionCheckpoint
 from glow.rundir import register_resolver, resolve_ckpt_path
 
@@ -66,7 +66,8 @@ def build(cfg: DictConfig):
     checkpoint_io = SafeCheckpointIO(checkpoint_dir)
     if cfg.get("ckpt_path"):  # read and checked here, before any work; Lightning reuses this copy
         checkpoint = read_checkpoint(cfg.ckpt_path)
-        check_model_config(checkpoint, model_config, cfg.ckpt_path, defaults=_glow_defaults())
+        check_model_config(checkpoint, model_config, cfg.ckpt_path, defaults=_glow_defaults(),
+                           ignore=RUNTIME_ARGUMENTS)
         checkpoint_io.preloaded[str(cfg.ckpt_path)] = checkpoint
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     for c in callbacks:

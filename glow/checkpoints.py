@@ -130,13 +130,17 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     return checkpoint
 
 
-def check_model_config(checkpoint: dict, model_config: dict, path: str | Path, defaults: dict | None = None) -> None:
+def check_model_config(checkpoint: dict, model_config: dict, path: str | Path, defaults: dict | None = None,
+                       ignore: tuple[str, ...] = ()) -> None:
     """One line naming the first model setting where the checkpoint differs from this run's config.
 
-    ``defaults`` fills settings one side does not name (an older checkpoint, a newer option)."""
+    ``defaults`` fills settings one side does not name (an older checkpoint, a newer option);
+    ``ignore`` names settings that change how the model runs, not its weights (model.memory, model.compile)."""
     saved = checkpoint["hyper_parameters"]["model_config"]
     defaults = defaults or {}
     for key in list(model_config) + [k for k in saved if k not in model_config]:
+        if key in ignore:
+            continue
         a, b = saved.get(key, defaults.get(key)), model_config.get(key, defaults.get(key))
         if _normal(a) != _normal(b):
             raise CheckpointError(f"ckpt_path={str(path)!r} was saved by another model config: "

@@ -32,12 +32,13 @@ from torch import Tensor, nn
 
 from glow.conditioning import Kind, make_condition
 from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm
-from glow.flows.base import Flow, FlowSequence, zeros_logdet
+from glow.flows.base import Flow, zeros_logdet
 from glow.flows.cond_actnorm import ConditionalActNorm
 from glow.flows.cond_conv1x1 import ConditionalInvConv1x1
 from glow.flows.observed import ObservedAsNoise
 from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
 from glow.flows.coupling import AFFINE_SCALES, COUPLINGS, MASKS, Coupling
+from glow.flows.memory import MEMORY_MODES, MemoryFlowSequence
 from glow.flows.permute import Reverse, Shuffle
 from glow.flows.squeeze import Squeeze
 from glow.nets import ConditionEncoder, freeze_output_logscales
@@ -46,6 +47,8 @@ from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
 
 PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
 COND_ENCODERS = ("cnn", "unet")
+# arguments that change how the model runs, not what it computes: a checkpoint resumes under any of them
+RUNTIME_ARGUMENTS = ("memory", "compile", "channels_last")
 
 
 def _choice(name: str, value, allowed: Sequence) -> None:
@@ -62,7 +65,7 @@ def _positive_int(name: str, value) -> None:
 def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
                     permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
                     class_head=False, affine_scale="sigmoid", cond_encoder="cnn", conditional_layers=False,
-                    observed_noise=False) -> Kind:
+                    observed_noise=False, memory="none", compile=False, channels_last=False) -> Kind:
     """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
     Glow() and glow.config.validate_model both call this, so each check is written once."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
@@ -74,6 +77,9 @@ def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coup
     _choice("affine_scale", affine_scale, AFFINE_SCALES)
     _choice("cond_encoder", cond_encoder, COND_ENCODERS)
     _choice("conditional_layers", conditional_layers, (False, True))
+    _choice("memory", memory, MEMORY_MODES)
+    _choice("compile", compile, (False, True))
+    _choice("channels_last", channels_last, (False, True))
     kind = Kind.of(conditional, num_classes, class_head)
     _choice("observed_noise", observed_noise, (False, True))
     for name, value in (("conditional_layers", conditional_layers), ("observed_noise", observed_noise)):
@@ -96,14 +102,15 @@ class Glow(nn.Module):
                  num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False,
                  inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False,
                  pixel_actnorm: bool = False, affine_scale: str = "sigmoid", cond_encoder: str = "cnn",
-                 conditional_layers: bool = False, observed_noise: bool = False):
+                 conditional_layers: bool = False, observed_noise: bool = False, memory: str = "none",
+                 compile: bool = False, channels_last: bool = False):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
         self.kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
                                     conditional, num_classes, class_head, affine_scale, cond_encoder,
-                                    conditional_layers, observed_noise)
+                                    conditional_layers, observed_noise, memory, compile, channels_last)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             raise ValueError(f"model.levels={levels} is not allowed for image size {h}x{w}: "
@@ -121,6 +128,9 @@ class Glow(nn.Module):
         self.observed = ObservedAsNoise(c) if observed_noise else None
         # the bit depth of the data this model was trained on (train and glow.sampling.load set it)
         self.n_bits = 8
+        # torch.compile of each level's flow, applied by compile_levels (GlowModule, the benchmark);
+        # nn.Module.compile keeps the state_dict keys, so checkpoints load into either kind of model
+        self.use_compile = compile
 
         self.squeeze = Squeeze()
         # not in Glow: a per-pixel ActNorm on the image, for data with near-constant pixels (see PixelActNorm)
@@ -144,6 +154,7 @@ class Glow(nn.Module):
                                        cond_channels=feature_channels, spline_bins=spline_bins,
                                        spline_tail_bound=spline_tail_bound, inner_actnorm=inner_actnorm,
                                        affine_scale=affine_scale))
+            layers_per_step = len(layers) // steps  # the unit model.memory=checkpoint wraps
             if level == levels - 1:
                 if final_scaling:
                     layers.append(DiagonalScale((channels, h, w)))
@@ -153,7 +164,7 @@ class Glow(nn.Module):
                 self.splits.append(split)
                 self.latent_shapes.append((split.factored, h, w))
                 channels = split.kept
-            self.levels.append(FlowSequence(layers))
+            self.levels.append(MemoryFlowSequence(layers, memory, step_size=layers_per_step))
         self.top_prior = TopPrior((channels, h, w), learn_top, classes, feature_channels, learn_top_per_position)
         # Glow's ycond classifier: logits from the spatially averaged top latent (not part of log_prob)
         self.class_head = nn.Linear(channels, classes) if class_head else None
@@ -162,6 +173,15 @@ class Glow(nn.Module):
             nn.init.zeros_(self.class_head.bias)
         if not zero_logscale:
             freeze_output_logscales(self)
+        # NHWC activations and conv weights (oneDNN's preferred layout on CPU; README, "Performance")
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def compile_levels(self) -> None:
+        """torch.compile each level's flow in place (state_dict keys unchanged)."""
+        for level in self.levels:
+            level.compile()
 
     @property
     def n_bits(self) -> int:
@@ -182,7 +202,7 @@ class Glow(nn.Module):
         """(latents, logdet, log prior); ``priors``, when given, receives each latent's (mean, log_std)."""
         features, labels = self.kind.route(cond, self.encoder, self.num_levels)
         zs, logdet, log_prior = [], zeros_logdet(x), zeros_logdet(x)
-        h = x
+        h = x.contiguous(memory_format=self.memory_format)
         if self.observed is not None:
             h, logdet = self.observed(h, cond)
         if self.pixel_norm is not None:

@@ -92,10 +92,19 @@ class GlowModule(L.LightningModule):
 
     # -- data-dependent init ----------------------------------------------------------------
     def on_fit_start(self) -> None:
-        """ActNorm init: once, before the first step, outside autocast, identical on every rank.
+        """ActNorm init (once, eager), then model.compile's torch.compile of each level.
 
-        On resume the ``initialized`` buffers come back from the checkpoint and this is a no-op.
+        Compiling after the init keeps the one-off data-dependent pass out of the compiled graphs;
+        only the live model is compiled (the EMA average stays eager). nn.Module.compile keeps the
+        state_dict keys, so the checkpoints are the same as an eager run's.
         """
+        self._initialize_actnorm()
+        if self.model.use_compile:
+            self.model.compile_levels()
+
+    def _initialize_actnorm(self) -> None:
+        """Once, before the first step, outside autocast, identical on every rank. On resume the
+        ``initialized`` buffers come back from the checkpoint and this is a no-op."""
         if self.model.is_initialized:
             return
         images, labels = self._init_batch()

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from glow.flows.actnorm import ActNorm
 
 LOGSCALE_FACTOR = 3.0
+# fold each hidden ActNorm into its conv (see _ActNormConv.forward); False only to measure the gain
+FOLD_ACTNORM = True
 
 
 class ZeroConv2d(nn.Module):
@@ -84,10 +86,18 @@ class _ActNormConv(nn.Module):
         self.norm = ActNorm(out_channels) if inner_actnorm else None
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv(x)
-        if self.norm is not None:
-            h, _ = self.norm(h)
-        return F.relu(h)
+        norm = self.norm
+        if norm is None or norm.init_pending or not FOLD_ACTNORM:  # the init needs the conv's own output
+            h = self.conv(x)
+            if norm is not None:
+                h, _ = norm(h)
+            return F.relu(h)
+        # ActNorm folded into the conv: (conv(x, W) + loc) * s = conv(x, W * s) + loc * s. The same
+        # function and gradients, minus two elementwise passes over the widest activations forward and
+        # backward (README, "Performance": measured 5-15% of a CPU step).
+        scale = torch.exp(norm.log_scale).view(-1)
+        weight = self.conv.weight * scale.view(-1, 1, 1, 1)
+        return F.relu(F.conv2d(x, weight, norm.loc.view(-1) * scale, padding=self.conv.padding))
 
 
 class CouplingNet(nn.Module):

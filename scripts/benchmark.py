@@ -1,19 +1,28 @@
-"""Speed and memory of training steps, for several model variants measured in ONE run (ratios are
-what to quote: this machine is noisy).
+"""Training speed, activation memory and sampling speed of Glow, one subprocess per row (so each row's
+peak memory is its own). Ratios within one run are what to quote: this machine is noisy.
 
-    python scripts/benchmark.py                                  # the default MNIST model, each coupling
-    python scripts/benchmark.py variants=permutation batch_size=64 steps=20
-    python scripts/benchmark.py device=cuda precision=bf16 model.hidden_channels=512 image_shape=[3,32,32]
+    python scripts/benchmark.py                                   # the CPU set (memory + minimal), < 10 min on 2 cores
+    python scripts/benchmark.py suite=memory json=out.json        # L=3 h=64 batch 16, K=8/16/32 x none|checkpoint|invertible
+    python scripts/benchmark.py plot_from=out.json plot=docs/activation_memory.png   # the memory-vs-depth plot
+    python scripts/benchmark.py suite=minimal                     # the peers' configs: L=3 K=8 h=128 and L=3 K=32 h=64, batch 64
+    python scripts/benchmark.py suite=one model.memory=invertible model.steps=32 channels_last=true
+    python scripts/benchmark.py suite=gpu device=cuda json=gpu.json   # the paper's CIFAR setting (scripts/gpu_benchmark.sh)
 
-Each variant runs in its own subprocess (so peak memory is its own): a few warm-up steps, then
-``steps`` timed optimiser steps (forward, GlowModule.bpd loss on uint8 images, backward, Adamax). Prints a Markdown table
-and writes benchmark.json (steps/s, images/s, peak memory) into ``out`` (default outputs/benchmark).
+The loop is minimal on purpose (what peers' figures measure): our Glow, Adamax, random uint8 3x32x32
+batches dequantised by glow.quantize.preprocess, bits/dim loss, backward, step; no Lightning, no data
+loading. Each row: ``warmup`` steps, then ``iters`` timed steps.
+
+``activation_mem_mb``: on CPU the bytes autograd saves for backward in one forward
+(glow.activation_memory, storages deduplicated, parameters excluded); on CUDA the peak allocated
+during a step minus what was allocated before it (weights, gradients and optimiser state). The row's
+``activation_mem_method`` says which. ``tflops`` counts one step with torch.utils.flop_counter.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -22,97 +31,235 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from glow.module import GlowModule
-from glow.quantize import preprocess
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from glow.activation_memory import METHOD as CPU_MEMORY_METHOD, saved_tensor_bytes  # noqa: E402
+from glow import nets  # noqa: E402
+from glow.model import Glow  # noqa: E402
+from glow.quantize import bits_per_dim, preprocess  # noqa: E402
 
 DEFAULTS = OmegaConf.create({
-    "variants": "coupling",          # coupling | permutation | precision | parameterisation | none
-    "image_shape": [1, 32, 32], "batch_size": 64, "steps": 10, "warmup": 3, "device": "cpu",
-    "precision": "fp32", "threads": 0, "out": "outputs/benchmark",
-    "model": {"levels": 3, "steps": 8, "hidden_channels": 64, "coupling": "affine", "permutation": "conv_lu"},
+    "suite": "cpu", "json": None, "plot": None, "plot_from": None, "device": "cpu", "precision": "fp32", "compile": False,
+    "channels_last": False, "fold_actnorm": True, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
+    "sample_batches": 2, "threads": 0,
+    "image_shape": [3, 32, 32],
+    "model": {"levels": 3, "steps": 8, "hidden_channels": 128, "coupling": "affine", "permutation": "conv_lu",
+              "affine_scale": "sigmoid", "memory": "none"},
 })
-VARIANTS = {
-    "coupling": [{"model.coupling": c} for c in ("additive", "affine", "spline")],
-    "permutation": [{"model.permutation": p} for p in ("reverse", "shuffle", "conv", "conv_lu")],
-    "precision": [{"precision": p} for p in ("fp32", "bf16")],
-    # before issue 8 (no inner ActNorm, plain zero layers, per-position top), Glow's parameterisation,
-    # Glow without inner ActNorm, and the default experiment's model (Glow with the tanh affine scale)
-    "parameterisation": [{"model.inner_actnorm": False, "model.zero_logscale": False,
-                          "model.learn_top_per_position": True}, {}, {"model.inner_actnorm": False},
-                         {"model.affine_scale": "tanh"}],
-    "none": [{}],
+
+
+def _memory_rows(batch: int, width: int, depths=(8, 16, 32)) -> list[dict]:
+    return [{"batch_size": batch, "model.hidden_channels": width, "model.steps": k, "model.memory": m}
+            for k in depths for m in ("none", "checkpoint", "invertible")]
+
+
+PEERS = [{"model.steps": 8, "model.hidden_channels": 128, "batch_size": 64},
+         {"model.steps": 32, "model.hidden_channels": 64, "batch_size": 64}]
+PAPER = {"device": "cuda", "precision": "bf16", "model.steps": 32, "model.hidden_channels": 512, "iters": 20,
+         "warmup": 5}
+SUITES = {
+    "memory": _memory_rows(16, 64),
+    "minimal": PEERS,
+    "cpu": _memory_rows(16, 64) + PEERS + [{**PEERS[0], "channels_last": True}],
+    # what each speed change gains: the peers' configs with and without it, and the K=32 time ratios
+    "speed": [{**p, **change} for p in PEERS for change in ({}, {"fold_actnorm": False}, {"channels_last": True})]
+    + _memory_rows(16, 64, depths=(32,)),
+    "ratio": _memory_rows(16, 64, depths=(32,)) + [PEERS[0], {**PEERS[0], "fold_actnorm": False}],  # quick
+    "one": [{}],
+    "gpu": [{**PAPER, "batch_size": 64, "model.memory": m} for m in ("none", "checkpoint", "invertible")]
+    + [{**PAPER, "batch_size": 64, "compile": True}, {**PAPER, "batch_size": 64, "channels_last": True},
+       {**PAPER, "batch_size": 256, "model.memory": "invertible", "iters": 5}],
 }
 
 
-def measure(cfg) -> dict:
-    """Runs in the child process: time `steps` optimiser steps of one variant."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+def build(cfg):
     device = torch.device(cfg.device)
     torch.manual_seed(0)
-    model_config = {"image_shape": list(cfg.image_shape), **OmegaConf.to_container(cfg.model)}
-    module = GlowModule(model_config, lr=1e-4).to(device)  # the training module's own loss (bits/dim)
-    model = module.model
-    batch = (torch.randint(0, 256, (cfg.batch_size, *cfg.image_shape), dtype=torch.uint8, device=device),
-             torch.zeros(cfg.batch_size, dtype=torch.long, device=device))
-    model.initialize(preprocess(batch[0], module.n_bits))
+    model = Glow(tuple(cfg.image_shape), **OmegaConf.to_container(cfg.model), channels_last=cfg.channels_last)
+    model = model.to(device)
+    images = torch.randint(0, 256, (cfg.batch_size, *cfg.image_shape), dtype=torch.uint8, device=device)
+    model.initialize(preprocess(images))
+    if cfg.compile:
+        model.compile_levels()
+    return model, images
+
+
+def measure(cfg) -> dict:
+    """Runs in the child process: one row."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    nets.FOLD_ACTNORM = cfg.fold_actnorm  # false: the coupling nets' ActNorms as separate ops (the old step)
+    cuda = cfg.device.startswith("cuda")
+    if cuda:  # what train.py sets on a GPU, plus autotuned convolutions (fixed shapes here)
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = True
+    model, images = build(cfg)
     optimizer = torch.optim.Adamax(model.parameters(), lr=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    autocast = lambda: torch.autocast(model.top_prior.anchor.device.type, dtype=torch.bfloat16,  # noqa: E731
+                                      enabled=cfg.precision == "bf16")
+
+    def loss_fn():
+        with autocast():
+            return bits_per_dim(model.log_prob(preprocess(images)), model.num_dims).mean()
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            loss = module.bpd(batch, model)[0].mean()
+        loss = loss_fn()
         loss.backward()
         optimizer.step()
         return loss
 
     for _ in range(cfg.warmup):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
+    if cuda:
+        before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(cfg.steps):
+    times = []
+    for _ in range(cfg.iters):
+        start = time.perf_counter()
         loss = step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"steps_per_s": cfg.steps / seconds, "images_per_s": cfg.steps * cfg.batch_size / seconds,
-            "peak_memory_mb": peak / 2 ** 20, "memory_kind": "cuda allocated" if device.type == "cuda" else "process RSS",
+        sync()  # per step on CUDA too: the median of single steps shrugs off a busy neighbour's spikes
+        times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    if cuda:
+        activation, method = torch.cuda.max_memory_allocated() - before, "cuda max allocated minus weights+optimiser"
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        optimizer.zero_grad(set_to_none=True)
+        loss_saved, activation = saved_tensor_bytes(loss_fn, model)
+        loss_saved.backward()
+        method, peak = CPU_MEMORY_METHOD, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    flops = None
+    if cuda:
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+    model.eval()
+    with torch.no_grad():
+        model.sample(cfg.batch_size)  # warm-up
+        sync()
+        start = time.perf_counter()
+        for _ in range(cfg.sample_batches):
+            model.sample(cfg.batch_size)
+        sync()
+        sampling = cfg.sample_batches * cfg.batch_size / (time.perf_counter() - start)
+    return {**OmegaConf.to_container(cfg.model), "batch_size": cfg.batch_size, "precision": cfg.precision,
+            "compile": cfg.compile, "channels_last": cfg.channels_last, "fold_actnorm": cfg.fold_actnorm,
+            "device": cfg.device,
+            "threads": torch.get_num_threads(), "step_s": step_s, "images_per_s": cfg.batch_size / step_s,
+            "activation_mem_mb": activation / 2 ** 20, "activation_mem_method": method,
+            "peak_mem_mb": peak / 2 ** 20, "peak_mem_kind": "cuda max allocated" if cuda else "process max RSS",
+            "sampling_images_per_s": sampling, "tflops": flops / step_s / 1e12 if flops else None,
             "params": sum(p.numel() for p in model.parameters()), "final_loss": float(loss)}
+
+
+def run_row(cli: dict, row: dict) -> dict:
+    args = [f"{k}={v}" for k, v in {**cli, **row}.items() if k not in ("suite", "json", "plot", "repeats")] + ["_child=true"]
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        return {"error": tail, **row}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def best(tries: list[dict]) -> dict:
+    ok = [t for t in tries if "error" not in t]
+    if not ok:
+        return tries[0]
+    top = min(ok, key=lambda t: t["step_s"])
+    return {**top, "images_per_s_runs": [round(t["images_per_s"], 2) for t in ok]}
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| memory | K | h | batch | precision | compile | channels_last | fold ActNorm | images/s | step s "
+            "| activation MB | sampling img/s | TFLOP/s | peak MB |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r.get('model.memory', '')} | {r.get('model.steps', '')} | | {r.get('batch_size', '')} "
+                         f"| failed: {r['error'][:80]} |")
+            continue
+        tf = f"{r['tflops']:.1f}" if r["tflops"] else "-"
+        lines.append(f"| {r['memory']} | {r['steps']} | {r['hidden_channels']} | {r['batch_size']} | {r['precision']} "
+                     f"| {r['compile']} | {r['channels_last']} | {r.get('fold_actnorm', True)} | {r['images_per_s']:.1f} | {r['step_s']:.3f} "
+                     f"| {r['activation_mem_mb']:.1f} | {r['sampling_images_per_s']:.0f} | {tf} "
+                     f"| {r['peak_mem_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Activation memory against depth K, one line per memory mode (rows of one width and batch)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if "error" not in r and not r["channels_last"] and r["batch_size"] == 16]
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=120)
+    for memory in ("none", "checkpoint", "invertible"):
+        points = sorted((r["steps"], r["activation_mem_mb"]) for r in rows if r["memory"] == memory)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=memory)
+    if rows:
+        r = rows[0]
+        ax.set_title(f"Glow L={r['levels']}, h={r['hidden_channels']}, batch {r['batch_size']}, "
+                     f"3x32x32, {r['device']}", fontsize=9)
+    ax.set_xlabel("steps per level K")
+    ax.set_ylabel("activation memory (MB saved for backward)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title="model.memory")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"plot written to {path}")
 
 
 def main() -> None:
     cli = OmegaConf.from_cli()
     if cli.get("_child"):
+        cli.pop("_child")
         print(json.dumps(measure(OmegaConf.merge(DEFAULTS, cli))))
         return
     cfg = OmegaConf.merge(DEFAULTS, cli)
-    if cfg.variants not in VARIANTS:
-        sys.exit(f"config error: variants={cfg.variants!r} is not allowed: use one of {', '.join(VARIANTS)}")
-    rows = []
-    for variant in VARIANTS[cfg.variants]:
-        args = [f"{k}={v}" for k, v in OmegaConf.to_container(cli).items() if k != "variants"]
-        args += [f"{k}={v}" for k, v in variant.items()] + ["_child=true"]
-        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"variant {variant} failed:\n{proc.stderr[-2000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append({"variant": ", ".join(f"{k}={v}" for k, v in variant.items()) or "default", **result})
-        print(f"{rows[-1]['variant']}: {result['steps_per_s']:.2f} steps/s, {result['peak_memory_mb']:.0f} MB", flush=True)
-    base = rows[0]["steps_per_s"]
-    print(f"\n| variant | steps/s | images/s | vs first | peak memory (MB, {rows[0]['memory_kind']}) | params |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['variant']} | {r['steps_per_s']:.2f} | {r['images_per_s']:.0f} | {r['steps_per_s'] / base:.2f}x "
-              f"| {r['peak_memory_mb']:.0f} | {r['params']:,} |")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.json").write_text(json.dumps({"config": OmegaConf.to_container(cfg), "rows": rows}, indent=2))
-    print(f"\nwritten to {out / 'benchmark.json'}")
+    if cfg.plot_from:  # redraw from a saved run, no measuring
+        plot(json.loads(Path(cfg.plot_from).read_text())["rows"], Path(cfg.plot or "activation_memory.png"))
+        return
+    if cfg.suite not in SUITES:
+        sys.exit(f"config error: suite={cfg.suite!r} is not allowed: use one of {', '.join(SUITES)}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"config error: device={cfg.device!r} is not allowed: CUDA is not available on this machine")
+    flat = _flatten(OmegaConf.to_container(cli))
+    runs = []  # repeats > 1: the whole suite again, rows alternating, and each row keeps its best run
+    for _ in range(cfg.repeats):
+        runs.append([])
+        for row in SUITES[cfg.suite]:
+            runs[-1].append(run_row(flat, row))
+            print(table([runs[-1][-1]]).splitlines()[-1], flush=True)
+    rows = [best(list(tries)) for tries in zip(*runs)]
+    print("\n" + table(rows))
+    if cfg.json:
+        path = Path(cfg.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"suite": cfg.suite, "cli": flat, "rows": rows}, indent=2))
+        print(f"\nwritten to {path}")
+    if cfg.plot:
+        plot(rows, Path(cfg.plot))
+    if any("error" in r for r in rows):
+        sys.exit("some rows failed (see the table)")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 if __name__ == "__main__":

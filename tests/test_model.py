@@ -156,9 +156,9 @@ def test_precision_under_autocast():
     model = perturb(small(), scale=0.05)
     x = torch.rand(4, 2, 8, 8) - 0.5
     reference = model.log_prob(x)
-    net_dtypes = []  # what the coupling networks' first conv computed in: the proof that bf16 ran
-    first_conv = next(m for m in model.levels[0].layers[2].net.modules() if isinstance(m, torch.nn.Conv2d))
-    first_conv.register_forward_hook(lambda module, inputs, output: net_dtypes.append(output.dtype))
+    net_dtypes = []  # what the coupling networks' first hidden layer computed in: the proof that bf16 ran
+    first_layer = model.levels[0].layers[2].net.hidden[0]  # conv (+ folded ActNorm) + ReLU
+    first_layer.register_forward_hook(lambda module, inputs, output: net_dtypes.append(output.dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         zs, logdet = model.encode(x)
         log_p = model.log_prob(x)

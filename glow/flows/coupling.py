@@ -101,3 +101,33 @@ class Coupling(Flow):
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(y, cond, inverse=True)
+
+    def recompute(self, y: Tensor, cond: Tensor | None = None):
+        """For glow.flows.memory.InvertibleBlock's backward: the input x from the output y, and the
+        forward's graph rebuilt on it, with the network evaluated ONCE (inverse() then forward() would
+        evaluate it twice; the network is most of a step's cost).
+
+        Written with two leaves, u = the conditioning part of x and v = x itself (channel mask: the
+        transformed half), so the network's input need not wait for x. The gradient of the input is
+        then d/du (scattered back to where u came from) + d/dv. Returns
+        (x, [u, v], leaf_grads -> x_grad, y, logdet).
+        """
+        if self.mask == "channel":
+            u = y[:, :self.split].detach().requires_grad_(True)
+            params = self.net(u, cond)
+            with torch.no_grad():
+                xb, _ = self._elementwise(y[:, self.split:], params, inverse=True)
+            v = xb.detach().requires_grad_(True)
+            yb, elem_logdet = self._elementwise(v, params, inverse=False)
+            x = torch.cat([u.detach(), v.detach()], dim=1)
+            return (x, [u, v], lambda gu, gv: torch.cat([gu, gv], dim=1), torch.cat([u, yb], dim=1),
+                    sum_except_batch(elem_logdet))
+        m = checkerboard(y.shape[-2], y.shape[-1], self.parity, y.device, y.dtype)
+        u = (y * m).detach().requires_grad_(True)  # = x * m: the coupling passes it through unchanged
+        params = self.net(u, cond)
+        with torch.no_grad():
+            xb, _ = self._elementwise(y, params, inverse=True)
+            x = y * m + xb * (1 - m)
+        v = x.detach().requires_grad_(True)
+        yb, elem_logdet = self._elementwise(v, params, inverse=False)
+        return x, [u, v], lambda gu, gv: gu * m + gv, u + yb * (1 - m), sum_except_batch(elem_logdet * (1 - m))
