@@ -1,0 +1,48 @@
+"""Helpers shared by the flows on vectors [B, D] (planar, radial, Sylvester, MADE-based):
+where a layer's parameters come from (free, or amortised from a condition vector), and ActNorm on vectors.
+
+A layer built with ``cond_dim > 0`` takes its parameters per sample from ``cond`` [B, cond_dim] through
+its own linear head (amortised, as VAE posteriors are: the encoder's features are the condition);
+with ``cond_dim == 0`` they are free parameters shared by every sample.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from glow.flows.actnorm import ActNorm
+
+
+class ParameterSource(nn.Module):
+    """``count`` raw parameters per sample: a free vector, or a linear head on ``cond``."""
+
+    def __init__(self, count: int, cond_dim: int = 0, init_std: float = 0.01):
+        super().__init__()
+        self.count, self.cond_dim = count, cond_dim
+        if cond_dim:
+            self.head = nn.Linear(cond_dim, count)
+            nn.init.normal_(self.head.weight, std=init_std)
+            nn.init.normal_(self.head.bias, std=init_std)
+        else:
+            self.raw = nn.Parameter(torch.randn(count) * init_std)
+
+    def forward(self, batch: int, cond: Tensor | None, like: Tensor) -> Tensor:
+        if self.cond_dim:
+            if cond is None:
+                raise ValueError("this layer's parameters are amortised (cond_dim > 0): pass cond [B, cond_dim]")
+            return self.head(cond.to(like.dtype))
+        return self.raw.to(like.dtype).expand(batch, -1)
+
+
+class VectorActNorm(ActNorm):
+    """ActNorm over the D entries of a vector [B, D]: glow.flows.ActNorm on [B, D, 1, 1], so it shares its
+    data-dependent init (explicit, DDP-synced, persistent flag)."""
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, logdet = super().forward(x[:, :, None, None], cond)
+        return y.flatten(1), logdet
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, logdet = super().inverse(y[:, :, None, None], cond)
+        return x.flatten(1), logdet
