@@ -129,14 +129,19 @@ class VAE(nn.Module):
         return -(self.log_joint(x, z) - log_q)[:, 0]
 
     @torch.no_grad()
-    def nll_iw(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-        """Importance-weighted NLL estimate with k samples per image, nats [B]."""
+    def iw_bounds(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """From k posterior samples per image: (importance-weighted NLL, -ELBO averaged over the k), nats [B]."""
         log_w = []
         per_pass = max(1, IW_CHUNK // x.shape[0])
         for start in range(0, k, per_pass):
             z, log_q = self.posterior_sample(x, min(per_pass, k - start), generator)
             log_w.append(self.log_joint(x, z) - log_q)
-        return -(torch.logsumexp(torch.cat(log_w, 1).double(), 1) - math.log(k)).float()
+        log_w = torch.cat(log_w, 1).double()
+        return -(torch.logsumexp(log_w, 1) - math.log(k)).float(), -log_w.mean(1).float()
+
+    def nll_iw(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """Importance-weighted NLL estimate with k samples per image (Burda et al. 2016), nats [B]."""
+        return self.iw_bounds(x, k, generator)[0]
 
     # -- the family interface used by GlowModule ---------------------------------------------------
     def objective(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None) -> Tensor:
@@ -146,13 +151,16 @@ class VAE(nn.Module):
     @torch.no_grad()
     def evaluate(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None,
                  iw_samples: int = 0) -> dict[str, Tensor]:
+        """-ELBO (one posterior sample per image, or the mean over the iw_samples when given: less MC noise),
+        and with iw_samples the importance-weighted NLL; nats per image, "bpd" the -ELBO in bits per pixel."""
         x = binarize(images, generator)
-        neg_elbo = self.neg_elbo(x, generator)
-        figures = {"bpd": neg_elbo / (self.num_dims * math.log(2)), "neg_elbo": neg_elbo}
+        figures = {}
         if iw_samples:
-            nll = self.nll_iw(x, iw_samples, generator)
+            nll, neg_elbo = self.iw_bounds(x, iw_samples, generator)
             figures.update(nll_iw=nll, nll_iw_bpd=nll / (self.num_dims * math.log(2)))
-        return figures
+        else:
+            neg_elbo = self.neg_elbo(x, generator)
+        return {"bpd": neg_elbo / (self.num_dims * math.log(2)), "neg_elbo": neg_elbo, **figures}
 
     def decode(self, zs: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
         """Decoder means (pixel probabilities) in model space [-0.5, 0.5]."""
