@@ -3,6 +3,8 @@ modelled by K x (ActNorm on the vector, autoregressive affine layer) over a stan
 
     log p(y) = log N(z; 0, I) + log|det dz/dy|,   z = flow(flatten(y)),  y the dequantised image
 
+(``logit``: first the elementwise logit transform of MAF/RealNVP, glow.flows.vector.Logit, with its logdet)
+
 so test bits/dim go through glow.quantize exactly as Glow's do.
 
   MAFModel  density (and training) in one MADE pass per layer; sampling takes D passes per layer.
@@ -30,10 +32,12 @@ from glow.flows.base import Flow, FlowSequence
 from glow.flows.iaf import IAF
 from glow.flows.maf import MAF
 from glow.flows.made import ORDERS, orders
-from glow.flows.vector import VectorActNorm
+from glow.flows.vector import Logit, VectorActNorm
 
 
-def check_arguments(num_layers=5, hidden=512, hidden_layers=2, order="alternating", **_) -> None:
+def check_arguments(num_layers=5, hidden=512, hidden_layers=2, order="alternating", logit=None, **_) -> None:
+    if logit is not None and (isinstance(logit, bool) or not isinstance(logit, (int, float)) or not 0 < logit < 0.5):
+        raise ValueError(f"model.logit={logit!r} is not allowed: use a number in (0, 0.5), e.g. 1e-6, or null")
     for name, value in [("num_layers", num_layers), ("hidden", hidden), ("hidden_layers", hidden_layers)]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"model.{name}={value!r} is not allowed: use a positive integer")
@@ -64,14 +68,15 @@ class AutoregressiveModel(nn.Module):
     """The shared body: ``flow`` maps a flattened image to noise (the density direction)."""
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), num_layers: int = 5, hidden: int = 512,
-                 hidden_layers: int = 2, order: str = "alternating", actnorm: bool = True, seed: int = 0):
+                 hidden_layers: int = 2, order: str = "alternating", actnorm: bool = True,
+                 logit: float | None = None, seed: int = 0):
         super().__init__()
-        check_arguments(num_layers, hidden, hidden_layers, order)
+        check_arguments(num_layers, hidden, hidden_layers, order, logit)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.num_dims = dim = math.prod(self.image_shape)
         self.kind, self.class_head, self.n_bits = Kind(None), None, 8
         self.latent_shapes = [(dim,)]
-        layers: list[Flow] = []
+        layers: list[Flow] = [Logit(logit)] if logit is not None else []
         for k, layer_order in enumerate(orders(dim, num_layers, order, seed)):
             if actnorm:  # only the first may amplify a near-constant pixel at init (see VectorActNorm)
                 layers.append(VectorActNorm(dim, min_init_std=0.1 if k == 0 else 1.0))

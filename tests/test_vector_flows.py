@@ -14,7 +14,7 @@ from glow.flows.maf import MAF
 from glow.flows.planar import Planar
 from glow.flows.radial import Radial
 from glow.flows.sylvester import Sylvester
-from glow.flows.vector import VectorActNorm
+from glow.flows.vector import Logit, VectorActNorm
 
 D, COND = 6, 5
 
@@ -119,3 +119,14 @@ def test_fresh_autoregressive_layers_are_the_identity():
     for layer in (MAF(D, 16, orders(D, 1)[0]), IAF(D, 16, orders(D, 1)[0])):
         y, logdet = layer(x)
         assert torch.equal(y, x) and torch.equal(logdet, torch.zeros(4))
+
+
+def test_logit_round_trip_and_jacobian():
+    layer = Logit(1e-6)
+    y = torch.rand(3, D, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) - 0.5
+    z, logdet = layer(y)
+    back, logdet_inv = layer.inverse(z)
+    assert (back - y).abs().max() < 1e-12 and (logdet + logdet_inv).abs().max() < 1e-9
+    for i in range(3):
+        expected = jacobian_logdet(lambda v: layer(v)[0], y[i:i + 1])
+        assert torch.allclose(logdet[i:i + 1], expected, atol=1e-9, rtol=0)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from glow.flows.actnorm import ActNorm
+from glow.flows.base import Flow, sum_except_batch
 
 
 class ParameterSource(nn.Module):
@@ -65,3 +66,31 @@ class VectorActNorm(ActNorm):
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x, logdet = super().inverse(y[:, :, None, None], cond)
         return x.flatten(1), logdet
+
+
+class Logit(Flow):
+    """The logit transform of MAF and RealNVP on images: y in [-0.5, 0.5) -> logit(λ + (1 - 2λ)(y + 0.5)).
+
+    log|det| = Σ log(1 - 2λ) - log p - log(1 - p),  p = λ + (1 - 2λ)(y + 0.5).
+    It stretches the bins near black and white, where most MNIST pixels sit: a per-pixel affine flow
+    would otherwise need a gain of ~256 to put the density of a constant bin on it (measured in the
+    README: MAF without it trains to far worse bits/dim in the same steps). Elementwise, any shape.
+    """
+
+    def __init__(self, alpha: float = 1e-6):
+        super().__init__()
+        if not 0 < alpha < 0.5:
+            raise ValueError(f"model.logit={alpha!r} is not allowed: use a number in (0, 0.5) or null")
+        self.alpha = alpha
+
+    def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        p = self.alpha + (1 - 2 * self.alpha) * (y + 0.5)
+        z = torch.log(p) - torch.log1p(-p)
+        logdet = math.log(1 - 2 * self.alpha) - torch.log(p) - torch.log1p(-p)
+        return z, sum_except_batch(logdet)
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        p = torch.sigmoid(z)
+        y = (p - self.alpha) / (1 - 2 * self.alpha) - 0.5
+        logdet = math.log(1 - 2 * self.alpha) - torch.log(p) - torch.log1p(-p)
+        return y, -sum_except_batch(logdet)
