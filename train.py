@@ -7,6 +7,9 @@
     python train.py ckpt_path=outputs/mnist/<run>/checkpoints/last.ckpt    # resume exactly
     python train.py -m model.coupling=additive,affine,spline                # a sweep (multirun)
     python train.py hydra.run.dir=<run dir> ckpt_path=last                  # resume that directory's last.ckpt
+    python train.py experiment=vae_mnist model.posterior=sylvester_o model.flow_length=4   # other families:
+    python train.py experiment=maf_mnist                                     # model.family (glow.families)
+    python train.py experiment=distill_mnist teacher_ckpt=<maf run>/checkpoints/last.ckpt
 
 Exit codes: 0 done; 2 a bad config value or checkpoint (one line, nothing written); 3 diverged;
 143 / 138 / 130 stopped by SIGTERM / SIGUSR1 / SIGINT after writing a resumable last.ckpt.
