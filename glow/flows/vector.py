@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glow.flows.actnorm import ActNorm
@@ -85,12 +86,14 @@ class Logit(Flow):
 
     def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         p = self.alpha + (1 - 2 * self.alpha) * (y + 0.5)
-        z = torch.log(p) - torch.log1p(-p)
-        logdet = math.log(1 - 2 * self.alpha) - torch.log(p) - torch.log1p(-p)
-        return z, sum_except_batch(logdet)
+        # data give p in [λ, 1 - λ); the clamp only keeps points outside the data range (a distilled
+        # student's samples, rounded by float32) finite instead of -inf
+        p = p.clamp(self.alpha / 2, 1 - self.alpha / 2)
+        log_p, log_q = torch.log(p), torch.log1p(-p)
+        return log_p - log_q, sum_except_batch(math.log(1 - 2 * self.alpha) - log_p - log_q)
 
     def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        p = torch.sigmoid(z)
-        y = (p - self.alpha) / (1 - 2 * self.alpha) - 0.5
-        logdet = math.log(1 - 2 * self.alpha) - torch.log(p) - torch.log1p(-p)
+        y = (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha) - 0.5
+        # log p and log(1 - p) from z directly: stable where sigmoid(z) rounds to 0 or 1
+        logdet = math.log(1 - 2 * self.alpha) - F.logsigmoid(z) - F.logsigmoid(-z)
         return y, -sum_except_batch(logdet)
