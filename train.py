@@ -7,6 +7,9 @@
     python train.py ckpt_path=outputs/mnist/<run>/checkpoints/last.ckpt    # resume exactly
     python train.py -m model.coupling=additive,affine,spline                # a sweep (multirun)
     python train.py hydra.run.dir=<run dir> ckpt_path=last                  # resume that directory's last.ckpt
+    python train.py experiment=vae_mnist model.posterior=sylvester_o model.flow_length=4   # other families:
+    python train.py experiment=maf_mnist                                     # model.family (glow.families)
+    python train.py experiment=distill_mnist teacher_ckpt=<maf run>/checkpoints/last.ckpt
 
 Exit codes: 0 done; 2 a bad config value or checkpoint (one line, nothing written); 3 diverged;
 143 / 138 / 130 stopped by SIGTERM / SIGUSR1 / SIGINT after writing a resumable last.ckpt.
@@ -17,7 +20,6 @@ wandb/ (offline) and results.json with the test bits/dim over the whole test spl
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -36,7 +38,8 @@ from glow.conditioning import config_from_data
 from glow.checkpoints import SafeCheckpointIO, atomic_write_bytes, check_model_config, read_checkpoint
 from glow.config import ConfigError, exit_with_config_error, unwrap, validate_image_size, validate_train
 from glow.divergence import Diverged
-from glow.model import RUNTIME_ARGUMENTS, Glow
+from glow.families import complete_config, defaults
+from glow.model import RUNTIME_ARGUMENTS
 from glow.preempt import PreemptionCheckpoint
 from glow.rundir import register_resolver, resolve_ckpt_path
 
@@ -60,13 +63,14 @@ def build(cfg: DictConfig):
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["image_shape"] = list(datamodule.image_shape)
     model_config.update(config_from_data(model_config.get("conditional"), datamodule.num_classes))
+    model_config = complete_config(model_config)  # a distillation run: its teacher's architecture
     # plain values only: the checkpoint then rebuilds the model and loads with weights_only=True
     module = instantiate(cfg.module, model_config=model_config, _convert_="all")
     checkpoint_dir = Path(cfg.paths.output_dir) / "checkpoints"
     checkpoint_io = SafeCheckpointIO(checkpoint_dir)
     if cfg.get("ckpt_path"):  # read and checked here, before any work; Lightning reuses this copy
         checkpoint = read_checkpoint(cfg.ckpt_path)
-        check_model_config(checkpoint, model_config, cfg.ckpt_path, defaults=_glow_defaults(),
+        check_model_config(checkpoint, model_config, cfg.ckpt_path, defaults=defaults(model_config),
                            ignore=RUNTIME_ARGUMENTS)
         checkpoint_io.preloaded[str(cfg.ckpt_path)] = checkpoint
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
@@ -78,10 +82,6 @@ def build(cfg: DictConfig):
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[checkpoint_io])
     return datamodule, module, trainer
-
-
-def _glow_defaults() -> dict:
-    return {k: p.default for k, p in inspect.signature(Glow).parameters.items() if p.default is not p.empty}
 
 
 def build_or_exit(cfg: DictConfig):
@@ -157,6 +157,11 @@ def run(cfg: DictConfig) -> dict:
         results["test_images"] = int(metrics[0]["test/images"])
         if "test/hole_bpd" in metrics[0]:
             results["test_hole_bpd"] = metrics[0]["test/hole_bpd"]
+        for name in getattr(module.model, "eval_figures", ()):  # a family's own figures, e.g. test_neg_elbo
+            if f"test/{name}" in metrics[0]:
+                results[f"test_{name}"] = metrics[0][f"test/{name}"]
+        if hasattr(module.eval_model, "final_results") and trainer.is_global_zero:
+            results.update(module.eval_model.final_results(results))  # e.g. distillation's sampling speedup
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and not trainer.fast_dev_run:
         results["last_checkpoint"] = checkpoint.last_model_path or None

@@ -16,6 +16,7 @@ from typing import NoReturn
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from glow import families
 from glow.conditioning import task_problem
 from glow.masks import MASK_KINDS
 from glow.model import check_arguments
@@ -84,6 +85,12 @@ def _fraction(key: str, value, low_open: bool = False) -> None:
 
 
 def validate_model(model: DictConfig) -> None:
+    try:
+        if families.family_of(model) != "glow":  # the other families' checks (glow.families)
+            families.check(OmegaConf.to_container(model, resolve=True) if isinstance(model, DictConfig) else model)
+            return
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     keys = ("levels", "steps", "hidden_channels", "spline_bins", "coupling", "permutation", "mask", "conditional")
     try:
         check_arguments(**{k: model.get(k) for k in keys}, num_classes=model.get("num_classes", 10),
@@ -98,6 +105,8 @@ def validate_model(model: DictConfig) -> None:
 
 
 def validate_image_size(model: DictConfig, image_shape) -> None:
+    if families.family_of(model) != "glow":  # vector models take any size
+        return
     _, h, w = image_shape
     factor = 2 ** model.levels
     if h % factor or w % factor:

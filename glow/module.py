@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric, SumMetric
 from glow.conditioning import training_condition
 from glow.divergence import DivergenceGuard
 from glow.masks import MaskSampler
+from glow.families import build_model
 from glow.model import Glow
 from glow.quantize import bits_per_dim, check_n_bits, preprocess
 
@@ -28,13 +29,14 @@ class GlowModule(L.LightningModule):
     def __init__(self, model_config: dict[str, Any], n_bits: int = 8, optimizer: str = "adamax", lr: float = 1e-3,
                  weight_decay: float = 0.0, warmup_steps: int = 500, grad_clip_norm: float | None = 50.0,
                  ema_decay: float | None = None, init_batch_size: int = 256, masks: dict | None = None,
-                 seed: int = 0, classifier_weight: float = 0.0, max_nonfinite_steps: int = 20):
+                 seed: int = 0, classifier_weight: float = 0.0, max_nonfinite_steps: int = 20,
+                 iw_samples: int = 0):
         super().__init__()
         check_n_bits(n_bits)
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"module.optimizer={optimizer!r} is not allowed: use one of {', '.join(OPTIMIZERS)}")
         self.save_hyperparameters()
-        self.model = Glow(**model_config)
+        self.model = build_model(model_config)  # model_config["family"] picks the class (glow.families)
         if isinstance(classifier_weight, bool) or not isinstance(classifier_weight, (int, float)) \
                 or classifier_weight < 0 or (classifier_weight > 0 and self.model.class_head is None):
             raise ValueError(f"module.classifier_weight={classifier_weight!r} is not allowed: use a number >= 0, "
@@ -49,7 +51,8 @@ class GlowModule(L.LightningModule):
         self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long))
         self._skip_this_step = False
         self.divergence = DivergenceGuard(max_nonfinite_steps)
-        self.eval_metrics = nn.ModuleDict({"val": EvalMetrics(), "test": EvalMetrics()})
+        extra = getattr(self.model, "eval_figures", ())  # a family's figures beyond bits/dim (glow.families)
+        self.eval_metrics = nn.ModuleDict({"val": EvalMetrics(extra), "test": EvalMetrics(extra)})
 
     # -- what evaluation and sampling use ---------------------------------------------------
     @property
@@ -99,7 +102,7 @@ class GlowModule(L.LightningModule):
         state_dict keys, so the checkpoints are the same as an eager run's.
         """
         self._initialize_actnorm()
-        if self.model.use_compile:
+        if getattr(self.model, "use_compile", False):  # model.compile is a Glow option
             self.model.compile_levels()
 
     def _initialize_actnorm(self) -> None:
@@ -130,6 +133,11 @@ class GlowModule(L.LightningModule):
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> Tensor:
         generator = self.noise_generator(0, self.global_step)
+        if hasattr(self.model, "objective"):  # a family with its own loss (VAE: -ELBO; distillation: KL)
+            loss = self.model.objective(batch[0], self.n_bits, generator).mean().float()
+            if torch.isfinite(loss):
+                self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+            return loss
         if self.hparams.classifier_weight and self.model.class_head is not None:
             return self._training_step_with_classifier(batch, generator)
         bpd, _ = self.bpd(batch, self.model, generator)
@@ -187,7 +195,8 @@ class GlowModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = OPTIMIZERS[hp.optimizer](self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # a distillation teacher is frozen
+        optimizer = OPTIMIZERS[hp.optimizer](trainable, lr=hp.lr, weight_decay=hp.weight_decay)
         warmup = max(1, hp.warmup_steps)
         # linear warmup from lr/warmup to lr, then constant (Glow); the position is checkpointed
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
@@ -200,6 +209,11 @@ class GlowModule(L.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------
     def _eval_step(self, stage: str, batch, batch_idx: int) -> None:
+        if hasattr(self.eval_model, "evaluate"):  # a family's own figures: "bpd" and its eval_figures
+            iw_samples = self.hparams.get("iw_samples", 0) if stage == "test" else 0
+            figures = self.eval_model.evaluate(batch[0], self.n_bits, self.noise_generator(1, batch_idx), iw_samples)
+            self.eval_metrics[stage].update(figures.pop("bpd"), extra=figures)
+            return
         bpd, mask = self.bpd(batch, self.eval_model, self.noise_generator(1, batch_idx))
         hole_bpd = None
         if mask is not None:
@@ -232,14 +246,17 @@ class EvalMetrics(nn.Module):
     compute time; the data module's shards do not overlap, so every image counts exactly once.
     NaNs are kept (nan_strategy="disable"), never averaged away, and counted in ``nonfinite``."""
 
-    def __init__(self):
+    def __init__(self, extra: tuple[str, ...] = ()):
         super().__init__()
+        self.extra = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in extra})
         self.bpd = MeanMetric(nan_strategy="disable")
         self.hole_bpd = MeanMetric(nan_strategy="disable")
         self.nonfinite = SumMetric(nan_strategy="disable")
         self.images = SumMetric()
 
-    def update(self, bpd: Tensor, hole_bpd: Tensor | None = None) -> None:
+    def update(self, bpd: Tensor, hole_bpd: Tensor | None = None, extra: dict[str, Tensor] | None = None) -> None:
+        for name, value in (extra or {}).items():
+            self.extra[name].update(value.float())
         self.bpd.update(bpd.float())
         self.nonfinite.update((~torch.isfinite(bpd)).sum().float())
         self.images.update(float(bpd.shape[0]))
@@ -250,6 +267,7 @@ class EvalMetrics(nn.Module):
         figures = {"bpd": self.bpd.compute(), "nonfinite": self.nonfinite.compute(), "images": self.images.compute()}
         if self.hole_bpd.update_count:
             figures["hole_bpd"] = self.hole_bpd.compute()
-        for metric in (self.bpd, self.hole_bpd, self.nonfinite, self.images):
+        figures.update({name: m.compute() for name, m in self.extra.items() if m.update_count})
+        for metric in (self.bpd, self.hole_bpd, self.nonfinite, self.images, *self.extra.values()):
             metric.reset()
         return figures

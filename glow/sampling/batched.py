@@ -11,17 +11,23 @@ from torch import Tensor
 from glow.model import Glow
 
 
+def _anchor(model) -> Tensor:
+    """A tensor on the model's device in its dtype: Glow's prior anchor, else any parameter (other families)."""
+    prior = getattr(model, "top_prior", None)
+    return prior.anchor if prior is not None else next(model.parameters())
+
+
 def standard_noise(model: Glow, n: int, generator: torch.Generator | None = None) -> list[Tensor]:
-    device = model.top_prior.anchor.device
+    device = model_device(model)
     return [torch.randn((n, *shape), generator=generator).to(device) for shape in model.latent_shapes]
 
 
 def model_device(model: Glow) -> torch.device:
-    return model.top_prior.anchor.device
+    return _anchor(model).device
 
 
 def model_dtype(model: Glow) -> torch.dtype:
-    return model.top_prior.anchor.dtype
+    return _anchor(model).dtype
 
 
 @contextlib.contextmanager

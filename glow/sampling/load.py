@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from glow.checkpoints import CheckpointError, read_checkpoint
+from glow.families import build_model
 from glow.model import Glow
 
 
@@ -25,7 +26,7 @@ def load(ckpt_path: str | Path, use_ema: bool = True, map_location: str = "cpu")
 
 def _rebuild(checkpoint: dict, use_ema: bool) -> Glow:
     hparams = checkpoint["hyper_parameters"]
-    model = Glow(**hparams["model_config"])
+    model = build_model(hparams["model_config"])  # model_config["family"]: Glow unless named
     state = checkpoint["state_dict"]
     prefix = "ema.module." if use_ema and any(k.startswith("ema.module.") for k in state) else "model."
     # torch.compile wraps modules as `_orig_mod`; strip it so compiled and plain runs load alike

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+import time
 
 import torch
 from hydra.errors import InstantiationException
@@ -84,8 +85,11 @@ def real_images(cfg: DictConfig, model: Glow, count: int) -> tuple[torch.Tensor,
 
 
 def task_sample(cfg, model, n, generator):
+    start = time.perf_counter()
     images = sample(model, n, cfg.temperature, generator, grid_labels(model, n, cfg.label), cfg.batch_size)
-    return images, cfg.nrow or math.ceil(math.sqrt(n)), f"{n} samples at T={cfg.temperature}"
+    per_image = (time.perf_counter() - start) / n
+    return images, cfg.nrow or math.ceil(math.sqrt(n)), (f"{n} samples at T={cfg.temperature}, "
+                                                         f"{1000 * per_image:.2f} ms per image")
 
 
 def task_temperature(cfg, model, n, generator):

@@ -1,0 +1,185 @@
+"""A VAE on dynamically binarised images with a flow posterior (Rezende & Mohamed 2015; Kingma et al.
+2016; van den Berg et al. 2018): planar, radial, Sylvester (orthogonal, Householder, triangular) or IAF.
+
+    q(z_K | x):  z_0 = μ(x) + σ(x) ε,  z_K = f_K ∘ ... ∘ f_1(z_0; h(x)),
+                 log q(z_K | x) = log N(z_0; μ, σ²) - Σ_k log|det ∂f_k/∂z_{k-1}|
+    -ELBO(x) = -E_q[log p(x | z_K) + log N(z_K; 0, I) - log q(z_K | x)]          (nats per image)
+    NLL_IW(x) = -log (1/k) Σ_j p(x, z^j) / q(z^j | x),  z^j ~ q(· | x)           (Burda et al. 2016)
+
+Every flow's parameters are amortised from the encoder's last hidden layer h(x) (the flows' ``cond``),
+as in van den Berg et al. The decoder is Bernoulli. Pixels are binarised afresh in every training batch
+(x ~ Bernoulli(pixel / 255), "dynamic binarisation"); evaluation draws them from the batch's fixed
+noise generator, so a test figure is reproducible. Bits/dim here are per binary pixel: -log2 p(x) / D.
+
+Encoder and decoder are two-hidden-layer MLPs (ELU), small enough for a CPU; the papers' gated conv
+nets reach lower ELBOs. The family interface (docs/architecture.md): ``objective``, ``evaluate``,
+``sample``, ``encode``/``decode`` (posterior mean; decoder means, so reconstructions are approximate),
+``initialize`` (nothing to do).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from glow.conditioning import Kind
+from glow.flows.base import Flow, FlowSequence
+from glow.flows.iaf import IAF
+from glow.flows.made import orders
+from glow.flows.planar import Planar
+from glow.flows.radial import Radial
+from glow.flows.sylvester import Sylvester
+
+POSTERIORS = ("none", "planar", "radial", "sylvester_o", "sylvester_h", "sylvester_t", "iaf")
+IW_CHUNK = 16384  # (image, sample) pairs per pass of the importance-weighted bound
+
+
+def check_arguments(posterior="none", latent_dim=32, hidden=300, flow_length=4, sylvester_columns=16,
+                    householder=4, iaf_hidden=320, **_) -> None:
+    if posterior not in POSTERIORS:
+        raise ValueError(f"model.posterior={posterior!r} is not allowed: use one of {', '.join(POSTERIORS)}")
+    for name, value in [("latent_dim", latent_dim), ("hidden", hidden), ("sylvester_columns", sylvester_columns),
+                        ("householder", householder), ("iaf_hidden", iaf_hidden)]:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"model.{name}={value!r} is not allowed: use a positive integer")
+    if not isinstance(flow_length, int) or isinstance(flow_length, bool) or flow_length < 0:
+        raise ValueError(f"model.flow_length={flow_length!r} is not allowed: use an integer >= 0")
+    if posterior == "sylvester_o" and sylvester_columns > latent_dim:
+        raise ValueError(f"model.sylvester_columns={sylvester_columns!r} is not allowed: use 1..latent_dim={latent_dim}")
+    if posterior == "iaf" and latent_dim < 2:
+        raise ValueError(f"model.latent_dim={latent_dim!r} is not allowed with posterior=iaf: use >= 2")
+
+
+def posterior_flow(posterior: str, latent: int, hidden: int, length: int, sylvester_columns: int,
+                   householder: int, iaf_hidden: int, seed: int) -> FlowSequence:
+    """``length`` layers of the posterior's kind, their parameters amortised from h (cond_dim=hidden)."""
+    if posterior == "none":
+        return FlowSequence([])
+    layers: list[Flow] = []
+    for k, order in enumerate(orders(latent, length, "alternating", seed) if posterior == "iaf" else [None] * length):
+        layers.append({
+            "planar": lambda: Planar(latent, hidden),
+            "radial": lambda: Radial(latent, hidden),
+            "sylvester_o": lambda: Sylvester(latent, hidden, "orthogonal", num_columns=sylvester_columns),
+            "sylvester_h": lambda: Sylvester(latent, hidden, "householder", householder=householder),
+            "sylvester_t": lambda: Sylvester(latent, hidden, "triangular", flip=k % 2 == 1),
+            "iaf": lambda: IAF(latent, iaf_hidden, order, cond_dim=hidden),
+        }[posterior]())
+    return FlowSequence(layers)
+
+
+def mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ELU()]
+    return nn.Sequential(*layers)
+
+
+def binarize(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """uint8 pixels -> {0, 1} with P(1) = pixel / 255 (dynamic binarisation)."""
+    p = images.float().flatten(1) / 255.0
+    return (torch.rand(p.shape, generator=generator, device=p.device) < p).float()
+
+
+class VAE(nn.Module):
+    eval_figures = ("neg_elbo", "nll_iw", "nll_iw_bpd")  # per image, nats (nll_iw_bpd: bits per pixel)
+
+    def __init__(self, image_shape: Sequence[int] = (1, 28, 28), posterior: str = "none", latent_dim: int = 32,
+                 hidden: int = 300, flow_length: int = 4, sylvester_columns: int = 16, householder: int = 4,
+                 iaf_hidden: int = 320, seed: int = 0):
+        super().__init__()
+        check_arguments(posterior, latent_dim, hidden, flow_length, sylvester_columns, householder, iaf_hidden)
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.num_dims = math.prod(self.image_shape)
+        self.posterior, self.latent_dim = posterior, latent_dim
+        self.kind, self.class_head, self.n_bits = Kind(None), None, 8
+        self.latent_shapes = [(latent_dim,)]
+        self.encoder = mlp([self.num_dims, hidden, hidden])
+        self.mean = nn.Linear(hidden, latent_dim)
+        self.std = nn.Sequential(nn.Linear(hidden, latent_dim), nn.Softplus())
+        self.flow = posterior_flow(posterior, latent_dim, hidden, flow_length, sylvester_columns, householder,
+                                   iaf_hidden, seed)
+        self.decoder = nn.Sequential(mlp([latent_dim, hidden, hidden]), nn.Linear(hidden, self.num_dims))
+
+    # -- the bound ------------------------------------------------------------------------------
+    def posterior_sample(self, x: Tensor, samples: int = 1, generator: torch.Generator | None = None):
+        """z_K ~ q(z | x) and log q(z_K | x): [B, samples, L] and [B, samples]."""
+        h = self.encoder(x)
+        mean, std = self.mean(h), self.std(h) + 1e-5
+        eps = torch.randn((x.shape[0], samples, self.latent_dim), generator=generator, device=x.device)
+        z0 = mean[:, None] + std[:, None] * eps
+        log_q0 = (-0.5 * (math.log(2 * math.pi) + eps * eps) - torch.log(std[:, None])).sum(-1)
+        cond = h[:, None].expand(-1, samples, -1).reshape(-1, h.shape[-1])
+        z, logdet = self.flow(z0.reshape(-1, self.latent_dim), cond)
+        return z.view_as(z0), log_q0 - logdet.view_as(log_q0)
+
+    def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x | z) + log p(z) for x [B, D], z [B, S, L] -> [B, S]."""
+        logits = self.decoder(z)
+        log_px = -F.binary_cross_entropy_with_logits(logits, x[:, None].expand_as(logits), reduction="none").sum(-1)
+        return log_px + (-0.5 * (math.log(2 * math.pi) + z * z)).sum(-1)
+
+    def neg_elbo(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One-sample -ELBO per image, nats; x binary [B, D]."""
+        z, log_q = self.posterior_sample(x, 1, generator)
+        return -(self.log_joint(x, z) - log_q)[:, 0]
+
+    @torch.no_grad()
+    def iw_bounds(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """From k posterior samples per image: (importance-weighted NLL, -ELBO averaged over the k), nats [B]."""
+        log_w = []
+        per_pass = max(1, IW_CHUNK // x.shape[0])
+        for start in range(0, k, per_pass):
+            z, log_q = self.posterior_sample(x, min(per_pass, k - start), generator)
+            log_w.append(self.log_joint(x, z) - log_q)
+        log_w = torch.cat(log_w, 1).double()
+        return -(torch.logsumexp(log_w, 1) - math.log(k)).float(), -log_w.mean(1).float()
+
+    def nll_iw(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """Importance-weighted NLL estimate with k samples per image (Burda et al. 2016), nats [B]."""
+        return self.iw_bounds(x, k, generator)[0]
+
+    # -- the family interface used by GlowModule ---------------------------------------------------
+    def objective(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None) -> Tensor:
+        """Per-image training loss: -ELBO in bits per pixel (Adam and the clip norm see a bits/dim scale)."""
+        return self.neg_elbo(binarize(images, generator), generator) / (self.num_dims * math.log(2))
+
+    @torch.no_grad()
+    def evaluate(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None,
+                 iw_samples: int = 0) -> dict[str, Tensor]:
+        """-ELBO (one posterior sample per image, or the mean over the iw_samples when given: less MC noise),
+        and with iw_samples the importance-weighted NLL; nats per image, "bpd" the -ELBO in bits per pixel."""
+        x = binarize(images, generator)
+        figures = {}
+        if iw_samples:
+            nll, neg_elbo = self.iw_bounds(x, iw_samples, generator)
+            figures.update(nll_iw=nll, nll_iw_bpd=nll / (self.num_dims * math.log(2)))
+        else:
+            neg_elbo = self.neg_elbo(x, generator)
+        return {"bpd": neg_elbo / (self.num_dims * math.log(2)), "neg_elbo": neg_elbo, **figures}
+
+    def decode(self, zs: Sequence[Tensor], cond: Tensor | None = None) -> Tensor:
+        """Decoder means (pixel probabilities) in model space [-0.5, 0.5]."""
+        z = zs[0]
+        return (torch.sigmoid(self.decoder(z)) - 0.5).view(z.shape[0], *self.image_shape)
+
+    def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+        """The posterior's mean path: z_K = f(μ(x)) for images in model space (grey levels as probabilities)."""
+        h = self.encoder(x.flatten(1) + 0.5)
+        z, _ = self.flow(self.mean(h), h)
+        return [z], torch.zeros(x.shape[0], device=x.device)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, cond: Tensor | None = None,
+               noise: Sequence[Tensor] | None = None) -> Tensor:
+        z = noise[0] if noise is not None else torch.randn(n, self.latent_dim, device=self.mean.weight.device)
+        return self.decode([z * temperature])
+
+    def initialize(self, x: Tensor, cond: Tensor | None = None) -> bool:
+        return False  # no data-dependent init
+
+    is_initialized = True

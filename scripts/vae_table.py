@@ -1,0 +1,88 @@
+"""Every VAE posterior at the same budget, and the README table: test -ELBO and importance-weighted NLL.
+
+    python scripts/vae_table.py                                   # all posteriors, 2000 steps each, K=4
+    python scripts/vae_table.py --steps 5000 --seeds 0 1 2 --out /work/runs/vae_table
+    python scripts/vae_table.py --posteriors none planar --steps 200      # a quick look
+
+Each run is ``python train.py experiment=vae_mnist model.posterior=P model.flow_length=K
+trainer.max_steps=S seed=s`` in <out>/<P>_seed<s>/. Resumable: a run with results.json is skipped, one
+with a checkpoint but no results resumes from it (ckpt_path=last). Writes <out>/vae_table.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from glow.vae import POSTERIORS  # noqa: E402
+
+
+def run_one(out: Path, posterior: str, seed: int, args) -> dict:
+    run_dir = out / f"{posterior}_seed{seed}"
+    results = run_dir / "results.json"
+    if results.is_file():
+        return json.loads(results.read_text())
+    command = [sys.executable, str(REPO / "train.py"), "experiment=vae_mnist", f"model.posterior={posterior}",
+               f"model.flow_length={args.flow_length}", f"trainer.max_steps={args.steps}", f"seed={seed}",
+               f"eval.iw_samples={args.iw_samples}", f"logger={args.logger}", f"hydra.run.dir={run_dir}",
+               "callbacks.progress.refresh_rate=100", *args.overrides]
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        command.append("ckpt_path=last")
+    print("+", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return json.loads(results.read_text())
+
+
+def table(rows: dict[str, list[dict]], args) -> str:
+    def cell(values: list[float]) -> str:
+        if len(values) == 1:
+            return f"{values[0]:.2f}"
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+    seeds = " ".join(str(s) for s in args.seeds)
+    lines = [f"| posterior | test -ELBO (nats) | test NLL, IW k={args.iw_samples} (nats) | IW NLL (bits/pixel) | "
+             f"train minutes | command |", "|---|---|---|---|---|---|"]
+    for posterior, runs in rows.items():
+        command = (f"`python train.py experiment=vae_mnist model.posterior={posterior} model.flow_length="
+                   f"{args.flow_length} trainer.max_steps={args.steps}`")
+        lines.append(f"| {posterior} | {cell([r['test_neg_elbo'] for r in runs])} | "
+                     f"{cell([r['test_nll_iw'] for r in runs])} | {cell([r['test_nll_iw_bpd'] for r in runs])} | "
+                     f"{statistics.mean(r['wall_time_s'] for r in runs) / 60:.1f} | {command} |")
+    lines.append(f"\nseeds: {seeds}; mean ± std over seeds where more than one. Written by scripts/vae_table.py.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posteriors", nargs="+", default=list(POSTERIORS), choices=POSTERIORS)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--flow-length", type=int, default=4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--iw-samples", type=int, default=100)
+    parser.add_argument("--logger", default="csv")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "vae_table")
+    parser.add_argument("overrides", nargs="*", help="extra train.py overrides, e.g. data.batch_size=128")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for seed in args.seeds:  # seed-major: a first complete table comes before the repeats
+        for posterior in args.posteriors:
+            rows.setdefault(posterior, []).append(run_one(args.out, posterior, seed, args))
+            text = table(rows, args)
+            (args.out / "vae_table.md").write_text(text + "\n")
+    (args.out / "vae_table.json").write_text(json.dumps(
+        {p: [{k: r.get(k) for k in ("test_neg_elbo", "test_nll_iw", "test_nll_iw_bpd", "wall_time_s", "steps")}
+             for r in runs] for p, runs in rows.items()}, indent=2) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
