@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from glow.conditioning import Kind
+from glow.flows.actnorm import actnorms_initialized, initialize_actnorms
 from glow.flows.base import Flow, FlowSequence
 from glow.flows.iaf import IAF
 from glow.flows.maf import MAF
@@ -115,22 +116,11 @@ class AutoregressiveModel(nn.Module):
     @torch.no_grad()
     def initialize(self, x: Tensor, cond: Tensor | None = None) -> bool:
         """Data-dependent ActNorm init on an init batch (as Glow's); a no-op once done."""
-        actnorms = [m for m in self.modules() if isinstance(m, VectorActNorm)]
-        if all(bool(a.initialized) for a in actnorms):
-            return False
-        for a in actnorms:
-            a.init_pending = True
-        try:
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                self.log_prob(x.float() if x.dtype != torch.float64 else x)
-        finally:
-            for a in actnorms:
-                a.init_pending = False
-        return True
+        return initialize_actnorms(self, x, lambda x: self.log_prob(x))
 
     @property
     def is_initialized(self) -> bool:
-        return all(bool(m.initialized) for m in self.modules() if isinstance(m, VectorActNorm))
+        return actnorms_initialized(self)
 
 
 def student_state(teacher_state: dict[str, Tensor]) -> dict[str, Tensor]:

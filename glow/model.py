@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from glow.conditioning import Kind, make_condition
-from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm
+from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm, actnorms_initialized, initialize_actnorms
 from glow.flows.base import Flow, zeros_logdet
 from glow.flows.cond_actnorm import ConditionalActNorm
 from glow.flows.cond_conv1x1 import ConditionalInvConv1x1
@@ -310,19 +310,8 @@ class Glow(nn.Module):
         Runs outside autocast. Under torch.distributed each ActNorm all-reduces its statistics, so every
         rank must call this with its own batch, and all end with identical parameters.
         """
-        actnorms = [m for m in self.modules() if isinstance(m, ActNorm)]
-        if all(bool(a.initialized) for a in actnorms):
-            return False
-        for a in actnorms:
-            a.init_pending = True
-        try:
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                self.log_prob(x.float() if x.dtype != torch.float64 else x, cond)
-        finally:
-            for a in actnorms:
-                a.init_pending = False
-        return True
+        return initialize_actnorms(self, x, lambda x: self.log_prob(x, cond))
 
     @property
     def is_initialized(self) -> bool:
-        return all(bool(m.initialized) for m in self.modules() if isinstance(m, ActNorm))
+        return actnorms_initialized(self)

@@ -11,6 +11,8 @@ Under torch.distributed the statistics are all-reduced, so every rank gets ident
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -114,3 +116,27 @@ class PixelActNorm(ActNorm):
 
     def _logdet(self, x: Tensor) -> Tensor:
         return self.log_scale.to(logdet_dtype(x)).sum().expand(x.shape[0])
+
+
+@torch.no_grad()
+def initialize_actnorms(model: nn.Module, x: Tensor, log_prob: Callable[[Tensor], Tensor]) -> bool:
+    """Data-dependent init of every ActNorm in ``model`` (subclasses included) from one ``log_prob``
+    pass over the init batch ``x``, outside autocast; a no-op once all are initialised. Returns whether
+    it ran. Under torch.distributed each ActNorm all-reduces its statistics, so every rank must call
+    this with its own batch, and all end with identical parameters."""
+    actnorms = [m for m in model.modules() if isinstance(m, ActNorm)]
+    if all(bool(a.initialized) for a in actnorms):
+        return False
+    for a in actnorms:
+        a.init_pending = True
+    try:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            log_prob(x.float() if x.dtype != torch.float64 else x)
+    finally:
+        for a in actnorms:
+            a.init_pending = False
+    return True
+
+
+def actnorms_initialized(model: nn.Module) -> bool:
+    return all(bool(m.initialized) for m in model.modules() if isinstance(m, ActNorm))
