@@ -96,7 +96,6 @@ def test_maf_then_distillation_end_to_end(tmp_path, mnist_root, capsys):
     # the MAF run's figure on its first test batch up to dequantisation noise
     assert abs(out["teacher_bpd"] - teacher["test_bpd"]) < 0.5
     assert out["sampling_speedup"] > 1
-    cfg = compose_train(tmp_path / "s", [])
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from tests.conftest import CONF

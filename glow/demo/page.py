@@ -21,7 +21,6 @@ from glow.demo import actions
 from glow.demo.images import from_display, mask_from_layers, read_upload, to_display
 from glow.demo.session import DemoInputError, DemoSession
 from glow.conditioning import inpaint_method
-from glow.sampling import inpaint
 from glow.sampling.inpaint import DEFAULT_STEPS
 
 TAB_NAMES = ("Sample", "Interpolate", "Reconstruct", "Inpaint", "Model")
@@ -212,7 +211,7 @@ def model_tab(session: DemoSession):
         f"- **test bits/dim:** {results}",
         f"- **parameters:** {session.num_parameters:,}",
         f"- **image shape:** {' x '.join(map(str, session.image_shape))} at {model.n_bits} bits, {kind}",
-        f"- **test images from:** " + (f"data `{session.data_config.get('name', '?')}`"
+        "- **test images from:** " + (f"data `{session.data_config.get('name', '?')}`"
                                         if session.data_config is not None else "none (uploads only)"),
     ]))
     config = OmegaConf.to_yaml(session.run_config) if session.run_config is not None else \
