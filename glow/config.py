@@ -98,7 +98,7 @@ def validate_model(model: DictConfig) -> None:
                         affine_scale=model.get("affine_scale", "sigmoid"),
                         cond_encoder=model.get("cond_encoder", "cnn"),
                         conditional_layers=model.get("conditional_layers", False),
-                        observed_noise=model.get("observed_noise", False), memory=model.get("memory", "none"),
+                        observed_noise=model.get("observed_noise", "none"), memory=model.get("memory", "none"),
                         compile=model.get("compile", False), channels_last=model.get("channels_last", False))
     except ValueError as err:
         raise ConfigError(str(err)) from None

@@ -19,8 +19,9 @@ passes a masked image and its mask (c-Glow inpainting), encoded by a small CNN (
 or a U-Net (``unet``, glow.unet) into features at each level's resolution that reach every coupling
 network and every prior; ``conditional_layers=true`` adds Lu & Huang's conditional ActNorm and
 replaces the permutation by their conditional 1x1 conv (glow/flows/cond_*.py) in every step;
-``observed_noise=true`` first maps each observed pixel to its own dequantisation noise
-(glow.flows.observed), so the flow spends its capacity on the hole.
+``observed_noise=uniform|gaussian`` first maps each observed pixel to its own dequantisation noise
+(glow.flows.observed; gaussian: pushed through the normal quantile function, so it is exactly N(0, 1)),
+so the flow spends its capacity on the hole.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from glow.unet import UNetEncoder
 from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
 
 PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
+# model.observed_noise; the booleans are the names of older checkpoints: true = uniform, false = none
+OBSERVED_NOISE = ("none", "uniform", "gaussian")
 COND_ENCODERS = ("cnn", "unet")
 # arguments that change how the model runs, not what it computes: a checkpoint resumes under any of them
 RUNTIME_ARGUMENTS = ("memory", "compile", "channels_last")
@@ -65,7 +68,7 @@ def _positive_int(name: str, value) -> None:
 def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
                     permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
                     class_head=False, affine_scale="sigmoid", cond_encoder="cnn", conditional_layers=False,
-                    observed_noise=False, memory="none", compile=False, channels_last=False) -> Kind:
+                    observed_noise="none", memory="none", compile=False, channels_last=False) -> Kind:
     """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
     Glow() and glow.config.validate_model both call this, so each check is written once."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
@@ -81,9 +84,9 @@ def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coup
     _choice("compile", compile, (False, True))
     _choice("channels_last", channels_last, (False, True))
     kind = Kind.of(conditional, num_classes, class_head)
-    _choice("observed_noise", observed_noise, (False, True))
+    _choice("observed_noise", observed_noise, OBSERVED_NOISE + (False, True))
     for name, value in (("conditional_layers", conditional_layers), ("observed_noise", observed_noise)):
-        if value and not kind.image:
+        if value not in (False, "none") and not kind.image:
             raise ValueError(f"model.{name}={value!r} is not allowed with model.conditional={conditional!r}: "
                              f"it needs model.conditional=image")
     return kind
@@ -102,7 +105,7 @@ class Glow(nn.Module):
                  num_classes: int = 10, cond_channels: int = 32, seed: int = 0, class_head: bool = False,
                  inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False,
                  pixel_actnorm: bool = False, affine_scale: str = "sigmoid", cond_encoder: str = "cnn",
-                 conditional_layers: bool = False, observed_noise: bool = False, memory: str = "none",
+                 conditional_layers: bool = False, observed_noise: str | bool = "none", memory: str = "none",
                  compile: bool = False, channels_last: bool = False):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
@@ -125,7 +128,8 @@ class Glow(nn.Module):
         self.encoder = encoder(c + 1, levels, cond_channels) if self.kind.image else None
         feature_channels = self.kind.feature_channels(cond_channels)
         # c-Glow: observed pixels become their own dequantisation noise (glow.flows.observed)
-        self.observed = ObservedAsNoise(c) if observed_noise else None
+        observed_noise = {True: "uniform", False: "none"}.get(observed_noise, observed_noise)
+        self.observed = ObservedAsNoise(c, distribution=observed_noise) if observed_noise != "none" else None
         # the bit depth of the data this model was trained on (train and glow.sampling.load set it)
         self.n_bits = 8
         # torch.compile of each level's flow, applied by compile_levels (GlowModule, the benchmark);
