@@ -99,7 +99,8 @@ def validate_model(model: DictConfig) -> None:
                         cond_encoder=model.get("cond_encoder", "cnn"),
                         conditional_layers=model.get("conditional_layers", False),
                         observed_noise=model.get("observed_noise", "none"), memory=model.get("memory", "none"),
-                        compile=model.get("compile", False), channels_last=model.get("channels_last", False))
+                        compile=model.get("compile", False), channels_last=model.get("channels_last", False),
+                        hole_predictor=model.get("hole_predictor", False))
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
@@ -149,6 +150,11 @@ def validate_train(cfg: DictConfig) -> None:
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay) or decay < 0:
         fail("module.weight_decay", decay, "use a finite number >= 0")
     _positive_int("module.max_nonfinite_steps", module.get("max_nonfinite_steps", 20))
+    hole_weight = module.get("hole_regression_weight", 0.0)
+    if isinstance(hole_weight, bool) or not isinstance(hole_weight, (int, float)) or not math.isfinite(hole_weight) \
+            or hole_weight < 0 or (hole_weight > 0 and not cfg.model.get("hole_predictor", False)):
+        fail("module.hole_regression_weight", hole_weight, "use a finite number >= 0, and > 0 only with "
+                                                             "model.hole_predictor=true")
     # the best checkpoint (monitor val/bpd) and the sample grids need validation images
     val = cfg.data.get("val_fraction")
     if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or not 0 < val < 1:

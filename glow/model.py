@@ -21,7 +21,8 @@ network and every prior; ``conditional_layers=true`` adds Lu & Huang's condition
 replaces the permutation by their conditional 1x1 conv (glow/flows/cond_*.py) in every step;
 ``observed_noise=uniform|gaussian`` first maps each observed pixel to its own dequantisation noise
 (glow.flows.observed; gaussian: pushed through the normal quantile function, so it is exactly N(0, 1)),
-so the flow spends its capacity on the hole.
+so the flow spends its capacity on the hole; ``hole_predictor=true`` then subtracts a prediction of the
+hole from the condition (glow.flows.hole_shift), so the flow models the residual.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm, actnorms_in
 from glow.flows.base import Flow, zeros_logdet
 from glow.flows.cond_actnorm import ConditionalActNorm
 from glow.flows.cond_conv1x1 import ConditionalInvConv1x1
+from glow.flows.hole_shift import HoleShift
 from glow.flows.observed import ObservedAsNoise
 from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
 from glow.flows.coupling import AFFINE_SCALES, COUPLINGS, MASKS, Coupling
 from glow.flows.memory import MEMORY_MODES, MemoryFlowSequence
 from glow.flows.permute import Reverse, Shuffle
 from glow.flows.squeeze import Squeeze
-from glow.nets import ConditionEncoder, freeze_output_logscales
+from glow.nets import ConditionEncoder, ZeroConv2d, freeze_output_logscales
 from glow.unet import UNetEncoder
 from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
 
@@ -68,7 +70,8 @@ def _positive_int(name: str, value) -> None:
 def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
                     permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
                     class_head=False, affine_scale="sigmoid", cond_encoder="cnn", conditional_layers=False,
-                    observed_noise="none", memory="none", compile=False, channels_last=False) -> Kind:
+                    observed_noise="none", memory="none", compile=False, channels_last=False,
+                    hole_predictor=False) -> Kind:
     """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
     Glow() and glow.config.validate_model both call this, so each check is written once."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
@@ -85,7 +88,9 @@ def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coup
     _choice("channels_last", channels_last, (False, True))
     kind = Kind.of(conditional, num_classes, class_head)
     _choice("observed_noise", observed_noise, OBSERVED_NOISE + (False, True))
-    for name, value in (("conditional_layers", conditional_layers), ("observed_noise", observed_noise)):
+    _choice("hole_predictor", hole_predictor, (False, True))
+    for name, value in (("conditional_layers", conditional_layers), ("observed_noise", observed_noise),
+                        ("hole_predictor", hole_predictor)):
         if value not in (False, "none") and not kind.image:
             raise ValueError(f"model.{name}={value!r} is not allowed with model.conditional={conditional!r}: "
                              f"it needs model.conditional=image")
@@ -106,14 +111,15 @@ class Glow(nn.Module):
                  inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False,
                  pixel_actnorm: bool = False, affine_scale: str = "sigmoid", cond_encoder: str = "cnn",
                  conditional_layers: bool = False, observed_noise: str | bool = "none", memory: str = "none",
-                 compile: bool = False, channels_last: bool = False):
+                 compile: bool = False, channels_last: bool = False, hole_predictor: bool = False):
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
         self.kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
                                     conditional, num_classes, class_head, affine_scale, cond_encoder,
-                                    conditional_layers, observed_noise, memory, compile, channels_last)
+                                    conditional_layers, observed_noise, memory, compile, channels_last,
+                                    hole_predictor)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             raise ValueError(f"model.levels={levels} is not allowed for image size {h}x{w}: "
@@ -130,6 +136,9 @@ class Glow(nn.Module):
         # c-Glow: observed pixels become their own dequantisation noise (glow.flows.observed)
         observed_noise = {True: "uniform", False: "none"}.get(observed_noise, observed_noise)
         self.observed = ObservedAsNoise(c, distribution=observed_noise) if observed_noise != "none" else None
+        # c-Glow: the hole is modelled as a residual around a prediction from the condition (glow.flows.hole_shift)
+        self.hole_head = ZeroConv2d(feature_channels, 4 * c) if hole_predictor else None
+        self.hole_shift = HoleShift() if hole_predictor else None
         # the bit depth of the data this model was trained on (train and glow.sampling.load set it)
         self.n_bits = 8
         # torch.compile of each level's flow, applied by compile_levels (GlowModule, the benchmark);
@@ -201,14 +210,27 @@ class Glow(nn.Module):
     make_condition = staticmethod(make_condition)  # see glow.conditioning
 
     # -- the flow ---------------------------------------------------------------------------
-    def _encode(self, x: Tensor, cond: Tensor | None, priors: list | None = None
+    def hole_prediction(self, features: list[Tensor]) -> Tensor:
+        """The hole predictor's image mu(c) [B, C, H, W] from the encoder's features (``hole_predictor``)."""
+        return self.squeeze.inverse(self.hole_head(features[0]))[0]
+
+    def _hole_shift(self, features: list, cond: Tensor, outputs: dict | None) -> Tensor:
+        prediction = self.hole_prediction(features)
+        if outputs is not None:
+            outputs["hole_prediction"] = prediction
+        return prediction * cond[:, -1:]  # cond's last channel is the hole mask (glow.conditioning)
+
+    def _encode(self, x: Tensor, cond: Tensor | None, priors: list | None = None, outputs: dict | None = None
                 ) -> tuple[list[Tensor], Tensor, Tensor]:
-        """(latents, logdet, log prior); ``priors``, when given, receives each latent's (mean, log_std)."""
+        """(latents, logdet, log prior); ``priors``, when given, receives each latent's (mean, log_std),
+        and ``outputs`` the hole predictor's image (``"hole_prediction"``)."""
         features, labels = self.kind.route(cond, self.encoder, self.num_levels)
         zs, logdet, log_prior = [], zeros_logdet(x), zeros_logdet(x)
         h = x.contiguous(memory_format=self.memory_format)
         if self.observed is not None:
             h, logdet = self.observed(h, cond)
+        if self.hole_shift is not None:
+            h, _ = self.hole_shift(h, self._hole_shift(features, cond, outputs))
         if self.pixel_norm is not None:
             h, pixel_logdet = self.pixel_norm(h)
             logdet = logdet + pixel_logdet
@@ -241,6 +263,12 @@ class Glow(nn.Module):
         _, logdet, log_prior = self._encode(x, cond)
         return log_prior + logdet
 
+    def log_prob_and_hole_prediction(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """``log_prob(x, cond)`` and the hole predictor's image mu(c), from one pass (``hole_predictor``)."""
+        outputs: dict = {}
+        _, logdet, log_prior = self._encode(x, cond, outputs=outputs)
+        return log_prior + logdet, outputs["hole_prediction"]
+
     def class_logits(self, top: Tensor) -> Tensor:
         """Class logits [B, num_classes] of the classification head from the top latent z_L [B, C, h, w]."""
         if self.class_head is None:
@@ -262,6 +290,8 @@ class Glow(nn.Module):
             h, _ = self.squeeze.inverse(h)
         if self.pixel_norm is not None:
             h, _ = self.pixel_norm.inverse(h)
+        if self.hole_shift is not None:
+            h, _ = self.hole_shift.inverse(h, self._hole_shift(features, cond, None))
         if self.observed is not None:
             h, _ = self.observed.inverse(h, cond)
         return h

@@ -30,7 +30,7 @@ class GlowModule(L.LightningModule):
                  weight_decay: float = 0.0, warmup_steps: int = 500, grad_clip_norm: float | None = 50.0,
                  ema_decay: float | None = None, init_batch_size: int = 256, masks: dict | None = None,
                  seed: int = 0, classifier_weight: float = 0.0, max_nonfinite_steps: int = 20,
-                 iw_samples: int = 0):
+                 iw_samples: int = 0, hole_regression_weight: float = 0.0):
         super().__init__()
         check_n_bits(n_bits)
         if optimizer not in OPTIMIZERS:
@@ -41,6 +41,11 @@ class GlowModule(L.LightningModule):
                 or classifier_weight < 0 or (classifier_weight > 0 and self.model.class_head is None):
             raise ValueError(f"module.classifier_weight={classifier_weight!r} is not allowed: use a number >= 0, "
                              f"and > 0 only with model.class_head=true (and model.conditional=class)")
+        if isinstance(hole_regression_weight, bool) or not isinstance(hole_regression_weight, (int, float)) \
+                or not hole_regression_weight >= 0 \
+                or (hole_regression_weight > 0 and getattr(self.model, "hole_head", None) is None):
+            raise ValueError(f"module.hole_regression_weight={hole_regression_weight!r} is not allowed: use a number "
+                             f">= 0, and > 0 only with model.hole_predictor=true (and model.conditional=image)")
         self.model.n_bits = n_bits  # the model carries its bit depth (before the EMA copy is made)
         self.num_dims = self.model.num_dims
         self.mask_sampler = MaskSampler(**(masks or {})) if self.model.kind.image else None
@@ -140,6 +145,8 @@ class GlowModule(L.LightningModule):
             return loss
         if self.hparams.classifier_weight and self.model.class_head is not None:
             return self._training_step_with_classifier(batch, generator)
+        if self.hparams.get("hole_regression_weight", 0.0):
+            return self._training_step_with_hole_regression(batch, generator)
         bpd, _ = self.bpd(batch, self.model, generator)
         loss = bpd.mean().float()
         if torch.isfinite(loss):  # a NaN is counted below, never averaged into the logged curve
@@ -160,6 +167,25 @@ class GlowModule(L.LightningModule):
             self.log("train/bpd", bpd, prog_bar=True, on_step=True, on_epoch=False)
             self.log("train/class_bits", class_bits, on_step=True, on_epoch=False)
             self.log("train/class_acc", (logits.argmax(1) == labels).float().mean(), on_step=True, on_epoch=False)
+        return loss
+
+    def _training_step_with_hole_regression(self, batch, generator: torch.Generator) -> Tensor:
+        """bits/dim + hole_regression_weight * the hole predictor's mean squared error over the hole, in
+        model space, from one pass. It trains the condition encoder towards the conditional mean from
+        the first step (the likelihood alone reaches it only through zero-initialised layers);
+        log_prob and the reported bits/dim are unchanged."""
+        images, labels = batch
+        x = preprocess(images, self.n_bits, generator=generator)
+        mask_generator = torch.Generator().manual_seed(generator.initial_seed())
+        cond, hole = self.condition(images, labels, generator=mask_generator)
+        log_prob, prediction = self.model.log_prob_and_hole_prediction(x, cond)
+        bpd = bits_per_dim(log_prob, self.num_dims, self.n_bits).mean().float()
+        hole = hole.to(x.dtype).expand_as(x)
+        mse = (((prediction.float() - x.float()) ** 2) * hole).sum() / hole.sum().clamp(min=1)
+        loss = bpd + self.hparams.hole_regression_weight * mse
+        if torch.isfinite(loss):
+            self.log("train/bpd", bpd, prog_bar=True, on_step=True, on_epoch=False)
+            self.log("train/hole_mse", mse, on_step=True, on_epoch=False)
         return loss
 
     def on_train_start(self) -> None:

@@ -4,6 +4,9 @@ observed pixels bit-exact through a c-Glow with every part switched on."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from glow import Glow
@@ -61,10 +64,52 @@ def test_observed_as_noise_is_exact_and_maps_observed_pixels_to_uniform_noise():
     assert torch.allclose(logdet[:1], expected, atol=1e-8)
 
 
-def test_full_cglow_keeps_observed_pixels_bit_exact():
+def test_gaussian_observed_noise_is_exact_and_standard_normal_on_observed_pixels():
+    layer = ObservedAsNoise(1, n_bits=8, distribution="gaussian").double()
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=gen)
+    hole = make_mask("pixels", 64, (8, 8), generator=gen).double()
+    x = preprocess(images, 8, generator=gen).double()
+    cond = Glow.make_condition(preprocess(images, 8, dequantize=False).double(), hole)
+    y, logdet = layer(x, cond)
+    observed = (hole == 0).expand_as(x)
+    assert torch.equal(y[~observed], x[~observed])
+    noise = y[observed]  # Phi^-1 of uniform noise: standard normal (n ~ 2000: loose moments)
+    assert abs(noise.mean()) < 0.1 and abs(noise.std() - 1) < 0.1 and noise.abs().max() < 3.8
+    assert (layer.inverse(y, cond)[0] - x).abs().max() < 1e-12
+    x_back, logdet_inv = layer.inverse(y, cond)
+    assert torch.allclose(logdet + logdet_inv, torch.zeros_like(logdet), atol=1e-9)
+    for i in range(2):
+        expected = jacobian_logdet(lambda v: layer(v, cond[i:i + 1])[0], x[i:i + 1])
+        assert torch.allclose(logdet[i:i + 1], expected, atol=1e-8)
+    # float32 still round-trips to well inside the bin (width 1/256)
+    y32, _ = layer.float()(x.float(), cond.float())
+    assert (layer.inverse(y32, cond.float())[0] - x.float()).abs().max() < 1e-5
+
+
+def test_gaussian_observed_pixels_cost_nothing_under_a_standard_normal_prior():
+    """With the observed pixels standard normal, N(0, 1) on y plus the layer's logdet is the exact density
+    of the dequantised observed pixels: uniform on their bins, i.e. n_bits * ln 2 per pixel minus ln(1 - 2 eps)."""
+    layer = ObservedAsNoise(1, n_bits=8, distribution="gaussian").double()
+    images = torch.randint(0, 256, (4, 1, 4, 4), dtype=torch.uint8)
+    hole = torch.zeros(4, 1, 4, 4, dtype=torch.float64)  # everything observed
+    x = preprocess(images, 8).double()
+    y, logdet = layer(x, Glow.make_condition(preprocess(images, 8, dequantize=False).double(), hole))
+    log_prior = (-0.5 * (math.log(2 * math.pi) + y ** 2)).flatten(1).sum(1)
+    expected = 16 * (8 * math.log(2) + math.log1p(-2e-4))
+    assert torch.allclose(log_prior + logdet, torch.full_like(logdet, expected), atol=1e-9)
+
+
+def test_observed_noise_rejects_unknown_distributions_in_one_line():
+    with pytest.raises(ValueError, match="model.observed_noise='beta' is not allowed: use one of none, uniform, gaussian"):
+        Glow((1, 8, 8), levels=2, steps=1, hidden_channels=4, conditional="image", observed_noise="beta")
+
+
+@pytest.mark.parametrize("observed_noise", [True, "gaussian"])
+def test_full_cglow_keeps_observed_pixels_bit_exact(observed_noise):
     torch.manual_seed(0)
     model = perturb(Glow((1, 8, 8), levels=2, steps=2, hidden_channels=8, conditional="image", cond_channels=4,
-                         cond_encoder="unet", conditional_layers=True, observed_noise=True), 0.05)
+                         cond_encoder="unet", conditional_layers=True, observed_noise=observed_noise), 0.05)
     images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
     mask = make_mask("center", 2, (8, 8))
     result = cglow_inpaint(model, preprocess(images, 8, dequantize=False), mask, n=3)
