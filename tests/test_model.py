@@ -57,6 +57,7 @@ def test_model_logdet_matches_autograd_jacobian(coupling, permutation):
     dict(conditional="image", cond_channels=4),
     dict(conditional="image", cond_channels=4, cond_encoder="unet", conditional_layers=True),  # c-Glow (issue 11)
     dict(conditional="image", cond_channels=4, cond_encoder="unet", conditional_layers=True, observed_noise=True),
+    dict(conditional="image", cond_channels=4, cond_encoder="unet", observed_noise="gaussian", hole_predictor=True),
     dict(affine_scale="tanh"),  # the two-sided bounded affine scale (not Glow)
     dict(affine_scale="tanh", pixel_actnorm=True, mask="checkerboard"),
 ])
@@ -68,7 +69,10 @@ def test_presets_and_conditional_models_are_exact(preset):
         cond = torch.tensor([0, 2])
     elif preset.get("conditional") == "image":
         mask = (torch.rand(2, 1, 4, 4) < 0.5).double()
-        cond = Glow.make_condition(torch.rand(2, 1, 4, 4, dtype=torch.float64), mask)
+        observed = torch.rand(2, 1, 4, 4, dtype=torch.float64)
+        if preset.get("observed_noise") == "gaussian":  # its domain: x in the bin of its observed value
+            observed = (torch.floor((x + 0.5) * 256) + 0.5) / 256 - 0.5
+        cond = Glow.make_condition(observed, mask)
     zs, logdet = model.encode(x, cond)
     assert (model.decode(zs, cond) - x).abs().max() <= 1e-10
     expected = jacobian_logdet(lambda v: flat(model.encode(v, cond[:1] if cond is not None else None)[0]), x[:1])
