@@ -39,7 +39,7 @@ from glow.checkpoints import SafeCheckpointIO, atomic_write_bytes, check_model_c
 from glow.config import ConfigError, exit_with_config_error, unwrap, validate_image_size, validate_train
 from glow.divergence import Diverged
 from glow.families import complete_config, defaults
-from glow.model import RUNTIME_ARGUMENTS
+from glow.model_args import RUNTIME_ARGUMENTS
 from glow.preempt import PreemptionCheckpoint
 from glow.rundir import register_resolver, resolve_ckpt_path
 

@@ -2,7 +2,7 @@
 the value and what is allowed. train.py, sample.py and the scripts call ``validate_*`` first.
 
 Each check is written once: the model's and the bit depth's live beside the code they guard
-(``glow.model.check_arguments``, ``glow.quantize.check_n_bits``) and are called from here; the
+(``glow.model_args.check_arguments``, ``glow.quantize.check_n_bits``) and are called from here; the
 data module checks its own arguments (``glow.data.checks``) when the config instantiates it.
 """
 
@@ -19,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from glow import families
 from glow.conditioning import task_problem
 from glow.masks import MASK_KINDS
-from glow.model import check_arguments
+from glow.model_args import check_arguments
 from glow.module import OPTIMIZERS
 from glow.quantize import check_n_bits
 

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from glow.flows import ActNorm, ConditionalActNorm, ConditionalInvConv1x1, Coupling, DiagonalScale, InvConv1x1, InvConv1x1LU, Reverse, Shuffle, Squeeze
 from glow.flows.coupling import COUPLINGS
-from glow.model import PERMUTATIONS, Glow
+from glow.model import Glow
+from glow.model_args import PERMUTATIONS
 
 
 @torch.no_grad()

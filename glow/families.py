@@ -37,7 +37,7 @@ def arguments(model_config) -> dict[str, Any]:
 
 
 def check(model_config) -> None:
-    """A non-Glow family's argument checks (Glow's are glow.model.check_arguments): unknown keys, bad values."""
+    """A non-Glow family's argument checks (Glow's are glow.model_args.check_arguments): unknown keys, bad values."""
     family = family_of(model_config)
     known = set(inspect.signature(CLASSES[family]).parameters)
     unknown = [k for k in arguments(model_config) if k not in known]

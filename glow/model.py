@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from glow.conditioning import Kind, make_condition
+from glow.conditioning import make_condition
 from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm, actnorms_initialized, initialize_actnorms
 from glow.flows.base import Flow, zeros_logdet
 from glow.flows.cond_actnorm import ConditionalActNorm
@@ -40,62 +40,14 @@ from glow.flows.cond_conv1x1 import ConditionalInvConv1x1
 from glow.flows.hole_shift import HoleShift
 from glow.flows.observed import ObservedAsNoise
 from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
-from glow.flows.coupling import AFFINE_SCALES, COUPLINGS, MASKS, Coupling
-from glow.flows.memory import MEMORY_MODES, MemoryFlowSequence
+from glow.flows.coupling import Coupling
+from glow.flows.memory import MemoryFlowSequence
 from glow.flows.permute import Reverse, Shuffle
 from glow.flows.squeeze import Squeeze
 from glow.nets import ConditionEncoder, ZeroConv2d, freeze_output_logscales
 from glow.unet import UNetEncoder
 from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
-
-PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
-# model.observed_noise; the booleans are the names of older checkpoints: true = uniform, false = none
-OBSERVED_NOISE = ("none", "uniform", "gaussian")
-COND_ENCODERS = ("cnn", "unet")
-# arguments that change how the model runs, not what it computes: a checkpoint resumes under any of them
-RUNTIME_ARGUMENTS = ("memory", "compile", "channels_last")
-
-
-def _choice(name: str, value, allowed: Sequence) -> None:
-    if value not in allowed:
-        shown = ", ".join("null" if a is None else str(a) for a in allowed)
-        raise ValueError(f"model.{name}={value!r} is not allowed: use one of {shown}")
-
-
-def _positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"model.{name}={value!r} is not allowed: use a positive integer")
-
-
-def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
-                    permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
-                    class_head=False, affine_scale="sigmoid", cond_encoder="cnn", conditional_layers=False,
-                    observed_noise="none", memory="none", compile=False, channels_last=False,
-                    hole_predictor=False) -> Kind:
-    """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
-    Glow() and glow.config.validate_model both call this, so each check is written once."""
-    for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
-                        ("spline_bins", spline_bins)]:
-        _positive_int(name, value)
-    _choice("coupling", coupling, COUPLINGS)
-    _choice("permutation", permutation, PERMUTATIONS)
-    _choice("mask", mask, MASKS)
-    _choice("affine_scale", affine_scale, AFFINE_SCALES)
-    _choice("cond_encoder", cond_encoder, COND_ENCODERS)
-    _choice("conditional_layers", conditional_layers, (False, True))
-    _choice("memory", memory, MEMORY_MODES)
-    _choice("compile", compile, (False, True))
-    _choice("channels_last", channels_last, (False, True))
-    kind = Kind.of(conditional, num_classes, class_head)
-    _choice("observed_noise", observed_noise, OBSERVED_NOISE + (False, True))
-    _choice("hole_predictor", hole_predictor, (False, True))
-    for name, value in (("conditional_layers", conditional_layers), ("observed_noise", observed_noise),
-                        ("hole_predictor", hole_predictor)):
-        if value not in (False, "none") and not kind.image:
-            raise ValueError(f"model.{name}={value!r} is not allowed with model.conditional={conditional!r}: "
-                             f"it needs model.conditional=image")
-    return kind
-
+from glow.model_args import check_arguments
 
 def _permutation(kind: str, channels: int, seed: int) -> Flow:
     return {"reverse": lambda: Reverse(channels), "shuffle": lambda: Shuffle(channels, seed),

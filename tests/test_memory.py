@@ -170,7 +170,7 @@ def test_ddp_averages_invertible_gradients(tmp_path):
 
 def test_a_checkpoint_resumes_under_another_memory_mode():
     from glow.checkpoints import CheckpointError, check_model_config
-    from glow.model import RUNTIME_ARGUMENTS
+    from glow.model_args import RUNTIME_ARGUMENTS
 
     saved = {"hyper_parameters": {"model_config": {"steps": 2, "memory": "none"}}}
     check_model_config(saved, {"steps": 2, "memory": "invertible", "compile": True, "channels_last": True},

@@ -11,7 +11,7 @@ import torch
 from glow import Glow
 from glow.flows.actnorm import ActNorm
 from glow.nets import CouplingNet, ZeroBias, ZeroConv2d, ZeroLinear
-from glow.model import PERMUTATIONS
+from glow.model_args import PERMUTATIONS
 from glow.flows.coupling import COUPLINGS
 from tests.helpers import jacobian_logdet, perturb
 

@@ -1,0 +1,61 @@
+"""Glow's constructor arguments that need no image: the allowed values and their one-line checks.
+
+Glow() (glow.model) and glow.config.validate_model both call ``check_arguments``, so each check is
+written once, and a config error names ``model.<key>``, its value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from glow.conditioning import Kind
+from glow.flows.coupling import AFFINE_SCALES, COUPLINGS, MASKS
+from glow.flows.memory import MEMORY_MODES
+
+PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
+# model.observed_noise; the booleans are the names of older checkpoints: true = uniform, false = none
+OBSERVED_NOISE = ("none", "uniform", "gaussian")
+COND_ENCODERS = ("cnn", "unet")
+# arguments that change how the model runs, not what it computes: a checkpoint resumes under any of them
+RUNTIME_ARGUMENTS = ("memory", "compile", "channels_last")
+
+
+def _choice(name: str, value, allowed: Sequence) -> None:
+    if value not in allowed:
+        shown = ", ".join("null" if a is None else str(a) for a in allowed)
+        raise ValueError(f"model.{name}={value!r} is not allowed: use one of {shown}")
+
+
+def _positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"model.{name}={value!r} is not allowed: use a positive integer")
+
+
+def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
+                    permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
+                    class_head=False, affine_scale="sigmoid", cond_encoder="cnn", conditional_layers=False,
+                    observed_noise="none", memory="none", compile=False, channels_last=False,
+                    hole_predictor=False) -> Kind:
+    """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
+    Glow() and glow.config.validate_model both call this, so each check is written once."""
+    for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
+                        ("spline_bins", spline_bins)]:
+        _positive_int(name, value)
+    _choice("coupling", coupling, COUPLINGS)
+    _choice("permutation", permutation, PERMUTATIONS)
+    _choice("mask", mask, MASKS)
+    _choice("affine_scale", affine_scale, AFFINE_SCALES)
+    _choice("cond_encoder", cond_encoder, COND_ENCODERS)
+    _choice("conditional_layers", conditional_layers, (False, True))
+    _choice("memory", memory, MEMORY_MODES)
+    _choice("compile", compile, (False, True))
+    _choice("channels_last", channels_last, (False, True))
+    kind = Kind.of(conditional, num_classes, class_head)
+    _choice("observed_noise", observed_noise, OBSERVED_NOISE + (False, True))
+    _choice("hole_predictor", hole_predictor, (False, True))
+    for name, value in (("conditional_layers", conditional_layers), ("observed_noise", observed_noise),
+                        ("hole_predictor", hole_predictor)):
+        if value not in (False, "none") and not kind.image:
+            raise ValueError(f"model.{name}={value!r} is not allowed with model.conditional={conditional!r}: "
+                             f"it needs model.conditional=image")
+    return kind
