@@ -150,11 +150,7 @@ def validate_train(cfg: DictConfig) -> None:
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay) or decay < 0:
         fail("module.weight_decay", decay, "use a finite number >= 0")
     _positive_int("module.max_nonfinite_steps", module.get("max_nonfinite_steps", 20))
-    hole_weight = module.get("hole_regression_weight", 0.0)
-    if isinstance(hole_weight, bool) or not isinstance(hole_weight, (int, float)) or not math.isfinite(hole_weight) \
-            or hole_weight < 0 or (hole_weight > 0 and not cfg.model.get("hole_predictor", False)):
-        fail("module.hole_regression_weight", hole_weight, "use a finite number >= 0, and > 0 only with "
-                                                             "model.hole_predictor=true")
+    _positive_number("module.hole_regression_weight", module.get("hole_regression_weight", 1.0))
     # the best checkpoint (monitor val/bpd) and the sample grids need validation images
     val = cfg.data.get("val_fraction")
     if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or not 0 < val < 1:

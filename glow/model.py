@@ -44,7 +44,8 @@ from glow.flows.coupling import Coupling
 from glow.flows.memory import MemoryFlowSequence
 from glow.flows.permute import Reverse, Shuffle
 from glow.flows.squeeze import Squeeze
-from glow.nets import ConditionEncoder, ZeroConv2d, freeze_output_logscales
+from glow.hole_predictor import HolePredictor
+from glow.nets import ConditionEncoder, freeze_output_logscales
 from glow.unet import UNetEncoder
 from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
 from glow.model_args import check_arguments
@@ -89,7 +90,7 @@ class Glow(nn.Module):
         observed_noise = {True: "uniform", False: "none"}.get(observed_noise, observed_noise)
         self.observed = ObservedAsNoise(c, distribution=observed_noise) if observed_noise != "none" else None
         # c-Glow: the hole is modelled as a residual around a prediction from the condition (glow.flows.hole_shift)
-        self.hole_head = ZeroConv2d(feature_channels, 4 * c) if hole_predictor else None
+        self.hole_predictor = HolePredictor(c, levels, cond_channels) if hole_predictor else None
         self.hole_shift = HoleShift() if hole_predictor else None
         # the bit depth of the data this model was trained on (train and glow.sampling.load set it)
         self.n_bits = 8
@@ -162,15 +163,13 @@ class Glow(nn.Module):
     make_condition = staticmethod(make_condition)  # see glow.conditioning
 
     # -- the flow ---------------------------------------------------------------------------
-    def hole_prediction(self, features: list[Tensor]) -> Tensor:
-        """The hole predictor's image mu(c) [B, C, H, W] from the encoder's features (``hole_predictor``)."""
-        return self.squeeze.inverse(self.hole_head(features[0]))[0]
-
-    def _hole_shift(self, features: list, cond: Tensor, outputs: dict | None) -> Tensor:
-        prediction = self.hole_prediction(features)
+    def _hole_shift(self, cond: Tensor, outputs: dict | None) -> Tensor:
+        """The hole shift m * mu(c): mu with its gradient stopped, since mu is fit by regression only
+        (glow.hole_predictor); ``outputs``, when given, receives the live mu for that regression."""
+        prediction = self.hole_predictor(cond)
         if outputs is not None:
             outputs["hole_prediction"] = prediction
-        return prediction * cond[:, -1:]  # cond's last channel is the hole mask (glow.conditioning)
+        return prediction.detach() * cond[:, -1:]  # cond's last channel is the hole mask (glow.conditioning)
 
     def _encode(self, x: Tensor, cond: Tensor | None, priors: list | None = None, outputs: dict | None = None
                 ) -> tuple[list[Tensor], Tensor, Tensor]:
@@ -182,7 +181,7 @@ class Glow(nn.Module):
         if self.observed is not None:
             h, logdet = self.observed(h, cond)
         if self.hole_shift is not None:
-            h, _ = self.hole_shift(h, self._hole_shift(features, cond, outputs))
+            h, _ = self.hole_shift(h, self._hole_shift(cond, outputs))
         if self.pixel_norm is not None:
             h, pixel_logdet = self.pixel_norm(h)
             logdet = logdet + pixel_logdet
@@ -216,7 +215,7 @@ class Glow(nn.Module):
         return log_prior + logdet
 
     def log_prob_and_hole_prediction(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
-        """``log_prob(x, cond)`` and the hole predictor's image mu(c), from one pass (``hole_predictor``)."""
+        """``log_prob(x, cond)`` and the hole predictor's image mu(c) (with its gradient), from one pass."""
         outputs: dict = {}
         _, logdet, log_prior = self._encode(x, cond, outputs=outputs)
         return log_prior + logdet, outputs["hole_prediction"]
@@ -243,7 +242,7 @@ class Glow(nn.Module):
         if self.pixel_norm is not None:
             h, _ = self.pixel_norm.inverse(h)
         if self.hole_shift is not None:
-            h, _ = self.hole_shift.inverse(h, self._hole_shift(features, cond, None))
+            h, _ = self.hole_shift.inverse(h, self._hole_shift(cond, None))
         if self.observed is not None:
             h, _ = self.observed.inverse(h, cond)
         return h

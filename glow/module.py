@@ -30,7 +30,7 @@ class GlowModule(L.LightningModule):
                  weight_decay: float = 0.0, warmup_steps: int = 500, grad_clip_norm: float | None = 50.0,
                  ema_decay: float | None = None, init_batch_size: int = 256, masks: dict | None = None,
                  seed: int = 0, classifier_weight: float = 0.0, max_nonfinite_steps: int = 20,
-                 iw_samples: int = 0, hole_regression_weight: float = 0.0):
+                 iw_samples: int = 0, hole_regression_weight: float = 1.0):
         super().__init__()
         check_n_bits(n_bits)
         if optimizer not in OPTIMIZERS:
@@ -42,10 +42,9 @@ class GlowModule(L.LightningModule):
             raise ValueError(f"module.classifier_weight={classifier_weight!r} is not allowed: use a number >= 0, "
                              f"and > 0 only with model.class_head=true (and model.conditional=class)")
         if isinstance(hole_regression_weight, bool) or not isinstance(hole_regression_weight, (int, float)) \
-                or not hole_regression_weight >= 0 \
-                or (hole_regression_weight > 0 and getattr(self.model, "hole_head", None) is None):
+                or not hole_regression_weight > 0:
             raise ValueError(f"module.hole_regression_weight={hole_regression_weight!r} is not allowed: use a number "
-                             f">= 0, and > 0 only with model.hole_predictor=true (and model.conditional=image)")
+                             f"> 0 (with model.hole_predictor=true it is the predictor's only training signal)")
         self.model.n_bits = n_bits  # the model carries its bit depth (before the EMA copy is made)
         self.num_dims = self.model.num_dims
         self.mask_sampler = MaskSampler(**(masks or {})) if self.model.kind.image else None
@@ -145,7 +144,7 @@ class GlowModule(L.LightningModule):
             return loss
         if self.hparams.classifier_weight and self.model.class_head is not None:
             return self._training_step_with_classifier(batch, generator)
-        if self.hparams.get("hole_regression_weight", 0.0):
+        if getattr(self.model, "hole_predictor", None) is not None:
             return self._training_step_with_hole_regression(batch, generator)
         bpd, _ = self.bpd(batch, self.model, generator)
         loss = bpd.mean().float()
@@ -171,9 +170,9 @@ class GlowModule(L.LightningModule):
 
     def _training_step_with_hole_regression(self, batch, generator: torch.Generator) -> Tensor:
         """bits/dim + hole_regression_weight * the hole predictor's mean squared error over the hole, in
-        model space, from one pass. It trains the condition encoder towards the conditional mean from
-        the first step (the likelihood alone reaches it only through zero-initialised layers);
-        log_prob and the reported bits/dim are unchanged."""
+        model space, from one pass. The squared error is the predictor's only training signal (the flow
+        sees mu(c) with its gradient stopped; glow.hole_predictor); log_prob and the reported bits/dim
+        are unchanged."""
         images, labels = batch
         x = preprocess(images, self.n_bits, generator=generator)
         mask_generator = torch.Generator().manual_seed(generator.initial_seed())

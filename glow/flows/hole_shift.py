@@ -1,15 +1,14 @@
 """The hole predictor's shift: y = x - m * mu(c), the first layer after glow.flows.observed in a c-Glow
 (``model.hole_predictor``).
 
-mu(c) is a prediction of the whole image from the condition alone (glow.model.Glow.hole_prediction: a
-zero-initialised conv on the condition encoder's finest features, depth-to-space to the image's size),
-and m the hole mask. Since mu never depends on x, the map is a translation for every condition: volume
+mu(c) is a prediction of the whole image from the condition alone (glow.hole_predictor), and m the
+hole mask. Since mu never depends on x, the map is a translation for every condition: volume
 preserving (log|det| = 0) with the exact inverse x = y + m * mu(c). The flow then models the residual of
 the hole around the prediction, so the conditional mean no longer has to be built up through K steps
 of zero-initialised conditioning; SRFlow (Lugmayr et al. 2020) gets the same effect by pretraining its
-conditioning network on regression. Here the prediction is trained by the likelihood, and optionally
-also by a regression loss on the hole (``module.hole_regression_weight``); neither changes what the
-reported bits/dim mean.
+conditioning network on regression. Here the prediction is trained by regression on the hole
+(``module.hole_regression_weight``; glow.hole_predictor says why not by the likelihood), which does not
+change what the reported bits/dim mean.
 """
 
 from __future__ import annotations

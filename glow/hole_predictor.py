@@ -1,0 +1,35 @@
+"""The c-Glow's hole predictor (``model.hole_predictor``): mu(c), a regression of the whole image on the
+inpainting condition (masked image, hole), which glow.flows.hole_shift subtracts from the hole.
+
+Its own small U-Net (glow.unet) and a zero-initialised conv on the U-Net's finest features, laid out to
+the image's size by depth-to-space; so it starts at mu = 0 and the shift at the identity.
+
+It is trained by mean squared error on the hole only (GlowModule, ``module.hole_regression_weight``),
+never by the likelihood: the flow sees mu(c) with its gradient stopped. Why: trained by the likelihood
+as well, mu moved away from the conditional mean, because a constant shift keeps MNIST's background
+spike (every black pixel dequantised within 1/256 of -0.5) in one place, which the flow models more
+cheaply than a residual that moves with the prediction. Measured after 300 steps of
+experiment=inpaint_mnist on 200 test images, 14x14 centre hole: the prediction's PSNR was 7.68 dB
+trained by both, while the same U-Net and head trained by squared error alone reached 9.35 dB.
+Either way mu depends on the condition only, so the flow stays an exact bijection and the bits/dim
+stay exact.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from glow.nets import ZeroConv2d
+from glow.unet import UNetEncoder
+
+
+class HolePredictor(nn.Module):
+    def __init__(self, image_channels: int, levels: int, channels: int = 32):
+        super().__init__()
+        self.encoder = UNetEncoder(image_channels + 1, levels, channels)
+        self.head = ZeroConv2d(channels, 4 * image_channels)
+
+    def forward(self, condition: Tensor) -> Tensor:
+        """(masked image, hole) [B, C + 1, H, W] -> mu(c) [B, C, H, W]."""
+        return F.pixel_shuffle(self.head(self.encoder(condition)[0]), 2)
