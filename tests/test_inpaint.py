@@ -296,7 +296,8 @@ def test_short_cglow_run_beats_mean_fill_on_64_mnist_test_images(tmp_path, mnist
 
     data = [f"data.root={mnist_root}"]
     small = ["experiment=inpaint_mnist", "model.levels=2", "model.steps=2", "model.hidden_channels=16",
-             "model.cond_channels=16", "trainer.max_steps=SHORT_STEPS", "trainer.max_time=null",
+             "model.cond_channels=16", "data.batch_size=64", "data.limit_train=null", "module.warmup_steps=20",
+             "trainer.max_steps=200", "trainer.max_time=null",
              "+trainer.limit_test_batches=1", "trainer.limit_val_batches=1"]
     trained = train.run(compose_train(tmp_path, data + small))
     results, _ = _evaluate_inpainting(tmp_path, trained["last_checkpoint"],
