@@ -9,8 +9,9 @@ never by the likelihood: the flow sees mu(c) with its gradient stopped. Why: tra
 as well, mu moved away from the conditional mean, because a constant shift keeps MNIST's background
 spike (every black pixel dequantised within 1/256 of -0.5) in one place, which the flow models more
 cheaply than a residual that moves with the prediction. Measured after 300 steps of
-experiment=inpaint_mnist on 200 test images, 14x14 centre hole: the prediction's PSNR was 7.68 dB
-trained by both, while the same U-Net and head trained by squared error alone reached 9.35 dB.
+experiment=inpaint_mnist, PSNR of mu over the 14x14 centre hole of 200 test images: 7.68 dB trained by
+both (the encoder shared with the flow), 9.53 dB trained by squared error alone (as here); the
+c-Glow's mean completion went from 7.94 to 9.68 dB (64 test images; mean fill 7.82).
 Either way mu depends on the condition only, so the flow stays an exact bijection and the bits/dim
 stay exact.
 """
