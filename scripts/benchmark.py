@@ -34,13 +34,13 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glow.activation_memory import METHOD as CPU_MEMORY_METHOD, saved_tensor_bytes  # noqa: E402
-from glow import nets  # noqa: E402
+from glow import gemm_conv, nets  # noqa: E402
 from glow.model import Glow  # noqa: E402
 from glow.quantize import bits_per_dim, preprocess  # noqa: E402
 
 DEFAULTS = OmegaConf.create({
     "suite": "cpu", "json": None, "plot": None, "plot_from": None, "device": "cpu", "precision": "fp32", "compile": False,
-    "channels_last": False, "fold_actnorm": True, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
+    "channels_last": False, "fold_actnorm": True, "gemm_convs": True, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
     "sample_batches": 2, "threads": 0,
     "image_shape": [3, 32, 32],
     "model": {"levels": 3, "steps": 8, "hidden_channels": 128, "coupling": "affine", "permutation": "conv_lu",
@@ -89,6 +89,7 @@ def measure(cfg) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     nets.FOLD_ACTNORM = cfg.fold_actnorm  # false: the coupling nets' ActNorms as separate ops (the old step)
+    gemm_conv.ENABLED = cfg.gemm_convs  # false: the coupling nets' convs through oneDNN on CPU too
     cuda = cfg.device.startswith("cuda")
     if cuda:  # what train.py sets on a GPU, plus autotuned convolutions (fixed shapes here)
         torch.set_float32_matmul_precision("high")
@@ -148,6 +149,7 @@ def measure(cfg) -> dict:
         sampling = cfg.sample_batches * cfg.batch_size / (time.perf_counter() - start)
     return {**OmegaConf.to_container(cfg.model), "batch_size": cfg.batch_size, "precision": cfg.precision,
             "compile": cfg.compile, "channels_last": cfg.channels_last, "fold_actnorm": cfg.fold_actnorm,
+            "gemm_convs": cfg.gemm_convs,
             "device": cfg.device,
             "threads": torch.get_num_threads(), "step_s": step_s, "images_per_s": cfg.batch_size / step_s,
             "activation_mem_mb": activation / 2 ** 20, "activation_mem_method": method,
@@ -175,7 +177,7 @@ def best(tries: list[dict]) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = ("| memory | K | h | batch | precision | compile | channels_last | fold ActNorm | images/s | step s "
-            "| activation MB | sampling img/s | TFLOP/s | peak MB |")
+            "| GEMM convs | activation MB | sampling img/s | TFLOP/s | peak MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "error" in r:
@@ -185,7 +187,7 @@ def table(rows: list[dict]) -> str:
         tf = f"{r['tflops']:.1f}" if r["tflops"] else "-"
         lines.append(f"| {r['memory']} | {r['steps']} | {r['hidden_channels']} | {r['batch_size']} | {r['precision']} "
                      f"| {r['compile']} | {r['channels_last']} | {r.get('fold_actnorm', True)} | {r['images_per_s']:.1f} | {r['step_s']:.3f} "
-                     f"| {r['activation_mem_mb']:.1f} | {r['sampling_images_per_s']:.0f} | {tf} "
+                     f"| {r.get('gemm_convs', False)} | {r['activation_mem_mb']:.1f} | {r['sampling_images_per_s']:.0f} | {tf} "
                      f"| {r['peak_mem_mb']:.0f} |")
     return "\n".join(lines)
 
