@@ -16,9 +16,12 @@ is always on the narrow side (<= 9 x 48 channels here), the wide 128-512 channel
 through GEMMs. The result equals F.conv2d to float roundoff (tests/test_gemm_conv.py checks
 values and gradients in float64). README, "Performance", has what it gains.
 
-Used only where it pays (``applies``): CPU, float32/float64 without autocast (bf16 accumulation
-in col2im would differ from a conv's), and at least ``MIN_ROWS`` pixels per batch (on a 4x4
-level at batch 64, 1024 rows, oneDNN's conv was as fast or faster). GPUs keep cuDNN.
+OFF by default (``ENABLED``): measured in the full training loop on one contended CPU thread it did
+not pay (0.92x to 1.02x the oneDNN step at L=3, K=8, h=128, batch 64), although the coupling network
+alone at 16x16 ran 1.2x (1 thread) to 1.3x (2 threads) faster. README, "Performance".
+When on, it is used only for CPU float32/float64 without autocast (bf16 accumulation in col2im
+would differ from a conv's) and at least ``MIN_ROWS`` pixels per batch (the 16x16 level at batch
+64: on smaller levels oneDNN's conv was as fast or faster in isolation). GPUs keep cuDNN.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ENABLED = True  # False only to measure the gain (scripts/benchmark.py gemm_convs=false)
-MIN_ROWS = 2048
+ENABLED = False  # scripts/benchmark.py gemm_convs=true switches it on (suite=speed measures both)
+MIN_ROWS = 8192
 
 
 def applies(x: Tensor) -> bool:

@@ -138,7 +138,7 @@ class CouplingNet(nn.Module):
         """The same network as matrix products in channels-last layout (glow.gemm_conv: faster on CPU)."""
         h = x.permute(0, 2, 3, 1)  # [B, H, W, C]: a view for a channels_last x, copied once otherwise
         for layer in self.hidden:
-            h = torch.relu_(gemm_conv.conv_nhwc(h, *layer.folded()))  # in place: matmul saves no output
+            h = torch.relu(gemm_conv.conv_nhwc(h, *layer.folded()))  # not relu_: on a view, autograd copies
         out = self.out
         y = gemm_conv.conv_nhwc(h, out.conv.weight, out.conv.bias) * torch.exp(LOGSCALE_FACTOR * out.logs).view(-1)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

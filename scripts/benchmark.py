@@ -40,7 +40,7 @@ from glow.quantize import bits_per_dim, preprocess  # noqa: E402
 
 DEFAULTS = OmegaConf.create({
     "suite": "cpu", "json": None, "plot": None, "plot_from": None, "device": "cpu", "precision": "fp32", "compile": False,
-    "channels_last": False, "fold_actnorm": True, "gemm_convs": True, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
+    "channels_last": False, "fold_actnorm": True, "gemm_convs": False, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
     "sample_batches": 2, "threads": 0,
     "image_shape": [3, 32, 32],
     "model": {"levels": 3, "steps": 8, "hidden_channels": 128, "coupling": "affine", "permutation": "conv_lu",
@@ -62,7 +62,8 @@ SUITES = {
     "minimal": PEERS,
     "cpu": _memory_rows(16, 64) + PEERS + [{**PEERS[0], "channels_last": True}],
     # what each speed change gains: the peers' configs with and without it, and the K=32 time ratios
-    "speed": [{**p, **change} for p in PEERS for change in ({}, {"fold_actnorm": False}, {"channels_last": True})]
+    "speed": [{**p, **change} for p in PEERS for change in ({}, {"fold_actnorm": False}, {"channels_last": True},
+                                                                {"gemm_convs": True})]
     + _memory_rows(16, 64, depths=(32,)),
     "ratio": _memory_rows(16, 64, depths=(32,)) + [PEERS[0], {**PEERS[0], "fold_actnorm": False}],  # quick
     "one": [{}],
@@ -89,7 +90,7 @@ def measure(cfg) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     nets.FOLD_ACTNORM = cfg.fold_actnorm  # false: the coupling nets' ActNorms as separate ops (the old step)
-    gemm_conv.ENABLED = cfg.gemm_convs  # false: the coupling nets' convs through oneDNN on CPU too
+    gemm_conv.ENABLED = cfg.gemm_convs  # true: the coupling nets' convs as GEMMs on CPU (glow.gemm_conv)
     cuda = cfg.device.startswith("cuda")
     if cuda:  # what train.py sets on a GPU, plus autotuned convolutions (fixed shapes here)
         torch.set_float32_matmul_precision("high")

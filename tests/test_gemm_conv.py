@@ -75,10 +75,12 @@ def test_glow_log_prob_and_gradients_match_the_conv_path(kind):
         torch.testing.assert_close(gemm_grads[name], g, rtol=1e-9, atol=1e-9, msg=name)
 
 
-def test_applies_only_where_it_pays():
+def test_applies_only_when_switched_on_and_where_it_pays(monkeypatch):
     big = torch.zeros(64, 6, 16, 16)
+    assert not gemm_conv.applies(big)  # off by default: it did not pay in the training loop
+    monkeypatch.setattr(gemm_conv, "ENABLED", True)
     assert gemm_conv.applies(big)
-    assert not gemm_conv.applies(torch.zeros(64, 24, 4, 4))  # 1024 rows: oneDNN's conv is as fast
+    assert not gemm_conv.applies(torch.zeros(64, 12, 8, 8))  # 4096 rows: oneDNN's conv is as fast
     assert not gemm_conv.applies(big.half())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not gemm_conv.applies(big)
