@@ -135,7 +135,7 @@ class CouplingNet(nn.Module):
         return self.out(self.hidden(x))
 
     def _forward_gemm(self, x: Tensor) -> Tensor:
-        """The same network as matrix products in channels-last layout (glow.gemm_conv: faster on CPU)."""
+        """The same network as matrix products in channels-last layout (glow.gemm_conv, off by default)."""
         h = x.permute(0, 2, 3, 1)  # [B, H, W, C]: a view for a channels_last x, copied once otherwise
         for layer in self.hidden:
             h = torch.relu(gemm_conv.conv_nhwc(h, *layer.folded()))  # not relu_: on a view, autograd copies
