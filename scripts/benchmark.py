@@ -6,6 +6,7 @@ peak memory is its own). Ratios within one run are what to quote: this machine i
     python scripts/benchmark.py plot_from=out.json plot=docs/activation_memory.png   # the memory-vs-depth plot
     python scripts/benchmark.py suite=minimal                     # the peers' configs: L=3 K=8 h=128 and L=3 K=32 h=64, batch 64
     python scripts/benchmark.py suite=one model.memory=invertible model.steps=32 channels_last=true
+    python scripts/benchmark.py suite=one gemm_convs=true                # coupling convs as GEMMs (glow.gemm_conv)
     python scripts/benchmark.py suite=gpu device=cuda json=gpu.json   # the paper's CIFAR setting (scripts/gpu_benchmark.sh)
 
 The loop is minimal on purpose (what peers' figures measure): our Glow, Adamax, random uint8 3x32x32
