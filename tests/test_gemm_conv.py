@@ -55,8 +55,9 @@ def _log_prob_and_grads(model: Glow, x: torch.Tensor, cond, gemm: bool):
     return log_p.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("kind", [{}, {"conditional": "image"}, {"channels_last": True}, {"inner_actnorm": False}],
-                         ids=["plain", "image-conditional", "channels_last", "no-inner-actnorm"])
+@pytest.mark.parametrize("kind", [{}, {"conditional": "image"}, {"channels_last": True}, {"inner_actnorm": False},
+                                  {"memory": "invertible"}],
+                         ids=["plain", "image-conditional", "channels_last", "no-inner-actnorm", "invertible"])
 def test_glow_log_prob_and_gradients_match_the_conv_path(kind):
     """The whole model, float64, every parameter perturbed so no coupling is the identity."""
     torch.manual_seed(0)
