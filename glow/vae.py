@@ -7,7 +7,8 @@
     NLL_IW(x) = -log (1/k) Σ_j p(x, z^j) / q(z^j | x),  z^j ~ q(· | x)           (Burda et al. 2016)
 
 Every flow's parameters are amortised from the encoder's last hidden layer h(x) (the flows' ``cond``),
-as in van den Berg et al. The decoder is Bernoulli. Pixels are binarised afresh in every training batch
+as in van den Berg et al. Training may anneal the KL part, -E_q[log p(x | z_K)] + β E_q[log q - log p(z_K)]
+with β from 0 to 1 (module.kl_warmup_steps, as both papers do); evaluation always uses β = 1. The decoder is Bernoulli. Pixels are binarised afresh in every training batch
 (x ~ Bernoulli(pixel / 255), "dynamic binarisation"); evaluation draws them from the batch's fixed
 noise generator, so a test figure is reproducible. Bits/dim here are per binary pixel: -log2 p(x) / D.
 
