@@ -161,6 +161,11 @@ def validate_train(cfg: DictConfig) -> None:
     warmup = module.get("warmup_steps")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         fail("module.warmup_steps", warmup, "use a non-negative integer")
+    kl_warmup = module.get("kl_warmup_steps", 0)
+    if isinstance(kl_warmup, bool) or not isinstance(kl_warmup, int) or kl_warmup < 0:
+        fail("module.kl_warmup_steps", kl_warmup, "use a non-negative integer (0: no KL warm-up)")
+    if kl_warmup and families.family_of(cfg.model) != "vae":
+        fail("module.kl_warmup_steps", kl_warmup, "use 0: only model.family=vae has a KL term to anneal")
     ema = module.get("ema_decay")
     if ema is not None and (isinstance(ema, bool) or not isinstance(ema, float) or not 0 < ema < 1):
         fail("module.ema_decay", ema, "use a number in (0, 1) or null")

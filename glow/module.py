@@ -30,7 +30,7 @@ class GlowModule(L.LightningModule):
                  weight_decay: float = 0.0, warmup_steps: int = 500, grad_clip_norm: float | None = 50.0,
                  ema_decay: float | None = None, init_batch_size: int = 256, masks: dict | None = None,
                  seed: int = 0, classifier_weight: float = 0.0, max_nonfinite_steps: int = 20,
-                 iw_samples: int = 0, hole_regression_weight: float = 1.0):
+                 iw_samples: int = 0, hole_regression_weight: float = 1.0, kl_warmup_steps: int = 0):
         super().__init__()
         check_n_bits(n_bits)
         if optimizer not in OPTIMIZERS:
@@ -45,6 +45,10 @@ class GlowModule(L.LightningModule):
                 or not hole_regression_weight > 0:
             raise ValueError(f"module.hole_regression_weight={hole_regression_weight!r} is not allowed: use a number "
                              f"> 0 (with model.hole_predictor=true it is the predictor's only training signal)")
+        if isinstance(kl_warmup_steps, bool) or not isinstance(kl_warmup_steps, int) or kl_warmup_steps < 0 \
+                or (kl_warmup_steps > 0 and not getattr(self.model, "has_kl_term", False)):
+            raise ValueError(f"module.kl_warmup_steps={kl_warmup_steps!r} is not allowed: use an integer >= 0, "
+                             f"and > 0 only with model.family=vae")
         self.model.n_bits = n_bits  # the model carries its bit depth (before the EMA copy is made)
         self.num_dims = self.model.num_dims
         self.mask_sampler = MaskSampler(**(masks or {})) if self.model.kind.image else None
@@ -138,7 +142,13 @@ class GlowModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         generator = self.noise_generator(0, self.global_step)
         if hasattr(self.model, "objective"):  # a family with its own loss (VAE: -ELBO; distillation: KL)
-            loss = self.model.objective(batch[0], self.n_bits, generator).mean().float()
+            extra = {}
+            if self.hparams.get("kl_warmup_steps"):
+                # KL warm-up (Rezende & Mohamed 2015; van den Berg et al. 2018): β rises linearly from
+                # 1/steps to 1, so train/loss is the annealed objective until then, not yet the -ELBO
+                extra["kl_weight"] = min(1.0, (self.global_step + 1) / self.hparams.kl_warmup_steps)
+                self.log("train/kl_weight", extra["kl_weight"], on_step=True, on_epoch=False)
+            loss = self.model.objective(batch[0], self.n_bits, generator, **extra).mean().float()
             if torch.isfinite(loss):
                 self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
             return loss

@@ -7,7 +7,8 @@
     NLL_IW(x) = -log (1/k) Σ_j p(x, z^j) / q(z^j | x),  z^j ~ q(· | x)           (Burda et al. 2016)
 
 Every flow's parameters are amortised from the encoder's last hidden layer h(x) (the flows' ``cond``),
-as in van den Berg et al. The decoder is Bernoulli. Pixels are binarised afresh in every training batch
+as in van den Berg et al. Training may anneal the KL part, -E_q[log p(x | z_K)] + β E_q[log q - log p(z_K)]
+with β from 0 to 1 (module.kl_warmup_steps, as both papers do); evaluation always uses β = 1. The decoder is Bernoulli. Pixels are binarised afresh in every training batch
 (x ~ Bernoulli(pixel / 255), "dynamic binarisation"); evaluation draws them from the batch's fixed
 noise generator, so a test figure is reproducible. Bits/dim here are per binary pixel: -log2 p(x) / D.
 
@@ -86,6 +87,7 @@ def binarize(images: Tensor, generator: torch.Generator | None = None) -> Tensor
 
 
 class VAE(nn.Module):
+    has_kl_term = True  # GlowModule may anneal it (module.kl_warmup_steps)
     eval_figures = ("neg_elbo", "nll_iw", "nll_iw_bpd")  # per image, nats (nll_iw_bpd: bits per pixel)
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), posterior: str = "none", latent_dim: int = 32,
@@ -113,20 +115,29 @@ class VAE(nn.Module):
         eps = torch.randn((x.shape[0], samples, self.latent_dim), generator=generator, device=x.device)
         z0 = mean[:, None] + std[:, None] * eps
         log_q0 = (-0.5 * (math.log(2 * math.pi) + eps * eps) - torch.log(std[:, None])).sum(-1)
-        cond = h[:, None].expand(-1, samples, -1).reshape(-1, h.shape[-1])
-        z, logdet = self.flow(z0.reshape(-1, self.latent_dim), cond)
+        # h has one row per image; the rows of z0 are image-major, so each row of h serves its image's
+        # `samples` consecutive rows and the flows' amortisation heads run once per image
+        # (glow.flows.vector.ParameterSource), not once per (image, sample) pair
+        z, logdet = self.flow(z0.reshape(-1, self.latent_dim), h)
         return z.view_as(z0), log_q0 - logdet.view_as(log_q0)
+
+    def log_likelihood_and_prior(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(log p(x | z), log p(z)) for x [B, D], z [B, S, L] -> [B, S] each."""
+        logits = self.decoder(z)
+        log_px = -F.binary_cross_entropy_with_logits(logits, x[:, None].expand_as(logits), reduction="none").sum(-1)
+        return log_px, (-0.5 * (math.log(2 * math.pi) + z * z)).sum(-1)
 
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x | z) + log p(z) for x [B, D], z [B, S, L] -> [B, S]."""
-        logits = self.decoder(z)
-        log_px = -F.binary_cross_entropy_with_logits(logits, x[:, None].expand_as(logits), reduction="none").sum(-1)
-        return log_px + (-0.5 * (math.log(2 * math.pi) + z * z)).sum(-1)
+        log_px, log_pz = self.log_likelihood_and_prior(x, z)
+        return log_px + log_pz
 
-    def neg_elbo(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One-sample -ELBO per image, nats; x binary [B, D]."""
+    def neg_elbo(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0) -> Tensor:
+        """One-sample -ELBO per image, nats; x binary [B, D]. With kl_weight = β < 1 the KL part
+        log q(z | x) - log p(z) is scaled by β (KL warm-up); β = 1 is the bound itself."""
         z, log_q = self.posterior_sample(x, 1, generator)
-        return -(self.log_joint(x, z) - log_q)[:, 0]
+        log_px, log_pz = self.log_likelihood_and_prior(x, z)
+        return -(log_px - kl_weight * (log_q - log_pz))[:, 0]
 
     @torch.no_grad()
     def iw_bounds(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -144,9 +155,11 @@ class VAE(nn.Module):
         return self.iw_bounds(x, k, generator)[0]
 
     # -- the family interface used by GlowModule ---------------------------------------------------
-    def objective(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None) -> Tensor:
-        """Per-image training loss: -ELBO in bits per pixel (Adam and the clip norm see a bits/dim scale)."""
-        return self.neg_elbo(binarize(images, generator), generator) / (self.num_dims * math.log(2))
+    def objective(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None,
+                  kl_weight: float = 1.0) -> Tensor:
+        """Per-image training loss: -ELBO in bits per pixel (Adam and the clip norm see a bits/dim scale),
+        its KL part scaled by kl_weight (GlowModule's module.kl_warmup_steps anneals it from 0 to 1)."""
+        return self.neg_elbo(binarize(images, generator), generator, kl_weight) / (self.num_dims * math.log(2))
 
     @torch.no_grad()
     def evaluate(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None,

@@ -3,6 +3,7 @@
     python scripts/vae_table.py                                   # all posteriors, 2000 steps each, K=4
     python scripts/vae_table.py --steps 5000 --seeds 0 1 2 --out /work/runs/vae_table
     python scripts/vae_table.py --posteriors none planar --steps 200      # a quick look
+    python scripts/vae_table.py --steps 5000 --seeds 0 1 2 --out /work/runs/vae_table --table-only   # finished runs only
 
 Each run is ``python train.py experiment=vae_mnist model.posterior=P model.flow_length=K
 trainer.max_steps=S seed=s`` in <out>/<P>_seed<s>/. Resumable: a run with results.json is skipped, one
@@ -25,11 +26,13 @@ sys.path.insert(0, str(REPO))
 from glow.vae import POSTERIORS  # noqa: E402
 
 
-def run_one(out: Path, posterior: str, seed: int, args) -> dict:
+def run_one(out: Path, posterior: str, seed: int, args) -> dict | None:
     run_dir = out / f"{posterior}_seed{seed}"
     results = run_dir / "results.json"
     if results.is_file():
         return json.loads(results.read_text())
+    if args.table_only:
+        return None
     command = [sys.executable, str(REPO / "train.py"), "experiment=vae_mnist", f"model.posterior={posterior}",
                f"model.flow_length={args.flow_length}", f"trainer.max_steps={args.steps}", f"seed={seed}",
                f"eval.iw_samples={args.iw_samples}", f"logger={args.logger}", f"hydra.run.dir={run_dir}",
@@ -42,21 +45,25 @@ def run_one(out: Path, posterior: str, seed: int, args) -> dict:
 
 
 def table(rows: dict[str, list[dict]], args) -> str:
-    def cell(values: list[float]) -> str:
+    def cell(values: list[float], digits: int = 2) -> str:
         if len(values) == 1:
-            return f"{values[0]:.2f}"
-        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
     seeds = " ".join(str(s) for s in args.seeds)
-    lines = [f"| posterior | test -ELBO (nats) | test NLL, IW k={args.iw_samples} (nats) | IW NLL (bits/pixel) | "
-             f"train minutes | command |", "|---|---|---|---|---|---|"]
+    lines = [f"| posterior | seeds | test -ELBO (nats) | test NLL, IW k={args.iw_samples} (nats) | IW NLL (bits/pixel) | "
+             f"train minutes | command |", "|---|---|---|---|---|---|---|"]
     for posterior, runs in rows.items():
         command = (f"`python train.py experiment=vae_mnist model.posterior={posterior} model.flow_length="
                    f"{args.flow_length} trainer.max_steps={args.steps}`")
-        lines.append(f"| {posterior} | {cell([r['test_neg_elbo'] for r in runs])} | "
-                     f"{cell([r['test_nll_iw'] for r in runs])} | {cell([r['test_nll_iw_bpd'] for r in runs])} | "
+        if not runs:
+            continue
+        lines.append(f"| {posterior} | {len(runs)} | {cell([r['test_neg_elbo'] for r in runs])} | "
+                     f"{cell([r['test_nll_iw'] for r in runs])} | {cell([r['test_nll_iw_bpd'] for r in runs], 4)} | "
                      f"{statistics.mean(r['wall_time_s'] for r in runs) / 60:.1f} | {command} |")
-    lines.append(f"\nseeds: {seeds}; mean ± std over seeds where more than one. Written by scripts/vae_table.py.")
+    per_seed = "; ".join(f"{p}: " + ", ".join(f"{r['test_neg_elbo']:.2f}" for r in runs) for p, runs in rows.items() if runs)
+    lines.append(f"\nseeds: {seeds}; mean ± std over seeds where more than one. Per-seed test -ELBO in seed order: "
+                 f"{per_seed}. Written by scripts/vae_table.py.")
     return "\n".join(lines)
 
 
@@ -69,13 +76,15 @@ def main() -> None:
     parser.add_argument("--iw-samples", type=int, default=100)
     parser.add_argument("--logger", default="csv")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "vae_table")
+    parser.add_argument("--table-only", action="store_true", help="write the table from finished runs; train nothing")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides, e.g. data.batch_size=128")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = {}
     for seed in args.seeds:  # seed-major: a first complete table comes before the repeats
         for posterior in args.posteriors:
-            rows.setdefault(posterior, []).append(run_one(args.out, posterior, seed, args))
+            result = run_one(args.out, posterior, seed, args)
+            rows.setdefault(posterior, []).extend([result] if result is not None else [])
             text = table(rows, args)
             (args.out / "vae_table.md").write_text(text + "\n")
     (args.out / "vae_table.json").write_text(json.dumps(

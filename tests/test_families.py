@@ -123,3 +123,37 @@ def test_bad_vae_config_is_one_line(tmp_path, capsys, override, key):
     with pytest.raises(SystemExit):
         run(tmp_path, ["experiment=vae_mnist", override])
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"config error: {key}=")
+
+
+def test_kl_weight_scales_only_the_kl_part_of_the_bound():
+    """β = 1 is the -ELBO; β = 0 leaves -log p(x | z) of the same posterior sample; the loss is linear in β."""
+    torch.manual_seed(0)
+    vae = perturb(VAE((1, 8, 8), "planar", latent_dim=4, hidden=16, flow_length=2), 0.1)
+    x = binarize(images(), torch.Generator().manual_seed(1))
+    loss = {beta: vae.neg_elbo(x, torch.Generator().manual_seed(2), kl_weight=beta) for beta in (0.0, 0.5, 1.0)}
+    assert torch.equal(loss[1.0], vae.neg_elbo(x, torch.Generator().manual_seed(2)))
+    z, log_q = vae.posterior_sample(x, 1, torch.Generator().manual_seed(2))
+    log_px, log_pz = vae.log_likelihood_and_prior(x, z)
+    assert torch.allclose(loss[0.0], -log_px[:, 0], atol=1e-5, rtol=0)
+    assert torch.allclose(loss[1.0] - loss[0.0], (log_q - log_pz)[:, 0], atol=1e-4, rtol=0)
+    assert torch.allclose(loss[0.5], (loss[0.0] + loss[1.0]) / 2, atol=1e-4, rtol=0)
+
+
+def test_kl_warmup_ramps_the_weight_during_training(tmp_path, mnist_root):
+    results = run(tmp_path, ["experiment=vae_mnist", "model.posterior=planar", "model.flow_length=1",
+                             "model.latent_dim=4", "model.hidden=16", "eval.iw_samples=2", "module.kl_warmup_steps=4",
+                             "trainer.max_steps=6", "logger=csv", "trainer.log_every_n_steps=1", *SMALL])
+    assert math.isfinite(results["test_neg_elbo"])
+    import csv
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    weights = [float(r["train/kl_weight"]) for r in rows if r.get("train/kl_weight")]
+    assert weights[:5] == [0.25, 0.5, 0.75, 1.0, 1.0], weights
+
+
+@pytest.mark.parametrize("overrides", [["experiment=vae_mnist", "module.kl_warmup_steps=-1"],
+                                       ["experiment=vae_mnist", "module.kl_warmup_steps=1.5"],
+                                       ["experiment=maf_mnist", "module.kl_warmup_steps=10"]])
+def test_bad_kl_warmup_is_one_line(tmp_path, capsys, overrides):
+    with pytest.raises(SystemExit):
+        run(tmp_path, overrides)
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("config error: module.kl_warmup_steps=")

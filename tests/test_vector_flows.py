@@ -130,3 +130,33 @@ def test_logit_round_trip_and_jacobian():
     for i in range(3):
         expected = jacobian_logdet(lambda v: layer(v)[0], y[i:i + 1])
         assert torch.allclose(logdet[i:i + 1], expected, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("name", [n for n in LAYERS if n != "actnorm"])
+def test_one_cond_row_per_group_equals_the_repeated_cond(name):
+    """A VAE passes one cond row per image for its S samples per image: the same as repeating each row S times."""
+    layer, _ = build(name, amortised=True)
+    x = torch.randn(12, D, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    cond = torch.randn(3, COND, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y, logdet = layer(x, cond)
+    y_rep, logdet_rep = layer(x, cond.repeat_interleave(4, 0))
+    assert torch.allclose(y, y_rep, atol=1e-12, rtol=0) and torch.allclose(logdet, logdet_rep, atol=1e-12, rtol=0)
+    assert not torch.allclose(y, layer(x, cond.repeat(4, 1))[0]), "rows must serve consecutive samples"
+    with pytest.raises(ValueError, match="cond has 5 rows for a batch of 12"):
+        layer(x, torch.randn(5, COND, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("amortised", [False, True])
+@pytest.mark.parametrize("name", ["planar", "radial", "sylvester_o", "sylvester_h", "sylvester_t"])
+def test_small_raw_parameters_give_a_near_identity_layer(name, amortised):
+    """A fresh layer (raw parameters ~0.01) barely moves z, so a flow posterior starts where the plain
+    one does. The paper's planar m(a) = -1 + softplus(a) failed this: wᵀû = -0.31 with a small w made
+    ||û|| >= 0.31 / ||w|| large (||f(z) - z|| up to 1.3 here)."""
+    torch.manual_seed(0)
+    layer = LAYERS[name](COND if amortised else 0).double()
+    for p in layer.parameters():  # small raw parameters, whatever the layer's own init
+        torch.nn.init.normal_(p, std=0.01)
+    cond = torch.randn(64, COND, dtype=torch.float64) if amortised else None
+    x = torch.randn(64, D, dtype=torch.float64)
+    y, logdet = layer(x, cond)
+    assert (y - x).norm(dim=-1).max() < 0.1 and logdet.abs().max() < 0.3, ((y - x).norm(dim=-1).max(), logdet)

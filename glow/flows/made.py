@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from glow.flows.vector import group_size
+
 ORDERS = ("alternating", "random")
 
 
@@ -72,7 +74,8 @@ class MADE(nn.Module):
         if self.cond is not None:
             if cond is None:
                 raise ValueError("this MADE is conditional (cond_dim > 0): pass cond")
-            h = h + self.cond(cond.to(h.dtype))
+            # cond may have one row per group of consecutive samples (glow.flows.vector.ParameterSource)
+            h = h + self.cond(cond.to(h.dtype)).repeat_interleave(group_size(x.shape[0], cond), 0)
         h = F.relu(h)
         for layer in self.hidden[1:]:
             h = F.relu(layer(h))

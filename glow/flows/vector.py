@@ -19,7 +19,13 @@ from glow.flows.base import Flow, sum_except_batch
 
 
 class ParameterSource(nn.Module):
-    """``count`` raw parameters per sample: a free vector, or a linear head on ``cond``."""
+    """``count`` raw parameters per sample: a free vector, or a linear head on ``cond``.
+
+    ``cond`` may have fewer rows than the batch: with G rows for B = G * S samples, row g serves the S
+    consecutive samples g*S .. g*S + S - 1 (a VAE's S posterior samples of one image), and the head runs
+    once per row rather than once per sample: the importance-weighted bound's S = 100 samples per image
+    would otherwise repeat the same head (2,300 outputs for a Sylvester layer) a hundred times.
+    """
 
     def __init__(self, count: int, cond_dim: int = 0, init_std: float = 0.01):
         super().__init__()
@@ -31,12 +37,26 @@ class ParameterSource(nn.Module):
         else:
             self.raw = nn.Parameter(torch.randn(count) * init_std)
 
+    def grouped(self, batch: int, cond: Tensor | None, like: Tensor) -> tuple[Tensor, int]:
+        """(raw [G, count], S): one row per group of S = batch / G consecutive samples (G = 1 when free)."""
+        if not self.cond_dim:
+            return self.raw.to(like.dtype)[None], batch
+        if cond is None:
+            raise ValueError("this layer's parameters are amortised (cond_dim > 0): pass cond [B, cond_dim]")
+        return self.head(cond.to(like.dtype)), group_size(batch, cond)
+
     def forward(self, batch: int, cond: Tensor | None, like: Tensor) -> Tensor:
-        if self.cond_dim:
-            if cond is None:
-                raise ValueError("this layer's parameters are amortised (cond_dim > 0): pass cond [B, cond_dim]")
-            return self.head(cond.to(like.dtype))
-        return self.raw.to(like.dtype).expand(batch, -1)
+        """raw [batch, count]: one row per sample."""
+        raw, size = self.grouped(batch, cond, like)
+        return raw.expand(batch, -1) if not self.cond_dim else raw.repeat_interleave(size, 0)
+
+
+def group_size(batch: int, cond: Tensor) -> int:
+    """S, the samples per row of ``cond`` (see ParameterSource); a row count that does not divide is an error."""
+    rows = cond.shape[0]
+    if rows == 0 or batch % rows:
+        raise ValueError(f"cond has {rows} rows for a batch of {batch}: use a divisor of the batch size")
+    return batch // rows
 
 
 class VectorActNorm(ActNorm):
