@@ -47,8 +47,9 @@ from glow.flows.squeeze import Squeeze
 from glow.hole_predictor import HolePredictor
 from glow.nets import ConditionEncoder, freeze_output_logscales
 from glow.unet import UNetEncoder
-from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
 from glow.model_args import check_arguments
+from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
+
 
 def _permutation(kind: str, channels: int, seed: int) -> Flow:
     return {"reverse": lambda: Reverse(channels), "shuffle": lambda: Shuffle(channels, seed),
