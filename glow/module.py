@@ -92,13 +92,18 @@ class GlowModule(L.LightningModule):
         key = ((self.hparams.seed * 7 + stream) * 1_000_003 + batch_idx) * 4099 + rank
         return torch.Generator(device=self.device).manual_seed(key % (2 ** 63))
 
-    def bpd(self, batch, model: Glow, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
-        """Per-sample bits/dim of the dequantised images, and the inpainting mask (or None)."""
+    def model_inputs(self, batch, model: Glow, generator: torch.Generator | None = None):
+        """(dequantised images, condition, inpainting mask or None) of a batch."""
         images, labels = batch
         x = preprocess(images, self.n_bits, generator=generator)
         # masks are drawn on the CPU from the same key, so they too are reproducible and resumable
         mask_generator = torch.Generator().manual_seed(generator.initial_seed()) if generator is not None else None
         cond, mask = self.condition(images, labels, model, mask_generator)
+        return x, cond, mask
+
+    def bpd(self, batch, model: Glow, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        """Per-sample bits/dim of the dequantised images, and the inpainting mask (or None)."""
+        x, cond, mask = self.model_inputs(batch, model, generator)
         return bits_per_dim(model.log_prob(x, cond), self.num_dims, self.n_bits), mask
 
     # -- data-dependent init ----------------------------------------------------------------
@@ -183,10 +188,7 @@ class GlowModule(L.LightningModule):
         model space, from one pass. The squared error is the predictor's only training signal (the flow
         sees mu(c) with its gradient stopped; glow.hole_predictor); log_prob and the reported bits/dim
         are unchanged."""
-        images, labels = batch
-        x = preprocess(images, self.n_bits, generator=generator)
-        mask_generator = torch.Generator().manual_seed(generator.initial_seed())
-        cond, hole = self.condition(images, labels, generator=mask_generator)
+        x, cond, hole = self.model_inputs(batch, self.model, generator)
         log_prob, prediction = self.model.log_prob_and_hole_prediction(x, cond)
         bpd = bits_per_dim(log_prob, self.num_dims, self.n_bits).mean().float()
         hole = hole.to(x.dtype).expand_as(x)
