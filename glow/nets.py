@@ -105,7 +105,8 @@ class _ActNormConv(nn.Module):
         if not self.foldable:
             h, _ = self.norm(self.conv(x))
             return F.relu(h)
-        return F.relu(F.conv2d(x, *self.folded(), padding=self.conv.padding))
+        # in place: the conv's output is a fresh tensor that its backward does not need
+        return F.relu(F.conv2d(x, *self.folded(), padding=self.conv.padding), inplace=True)
 
 
 class CouplingNet(nn.Module):

@@ -5,7 +5,7 @@ peak memory is its own). Ratios within one run are what to quote: this machine i
     python scripts/benchmark.py suite=memory json=out.json        # L=3 h=64 batch 16, K=8/16/32 x none|checkpoint|invertible
     python scripts/benchmark.py plot_from=out.json plot=docs/activation_memory.png   # the memory-vs-depth plot
     python scripts/benchmark.py suite=minimal                     # the peers' configs: L=3 K=8 h=128 and L=3 K=32 h=64, batch 64
-    python scripts/benchmark.py suite=one model.memory=invertible model.steps=32 channels_last=true
+    python scripts/benchmark.py suite=one model.memory=invertible model.steps=32 channels_last=false
     python scripts/benchmark.py suite=one gemm_convs=true                # coupling convs as GEMMs (glow.gemm_conv)
     python scripts/benchmark.py suite=gpu device=cuda json=gpu.json   # the paper's CIFAR setting (scripts/gpu_benchmark.sh)
 
@@ -41,7 +41,7 @@ from glow.quantize import bits_per_dim, preprocess  # noqa: E402
 
 DEFAULTS = OmegaConf.create({
     "suite": "cpu", "json": None, "plot": None, "plot_from": None, "device": "cpu", "precision": "fp32", "compile": False,
-    "channels_last": False, "fold_actnorm": True, "gemm_convs": False, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
+    "channels_last": True, "fold_actnorm": True, "gemm_convs": False, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
     "sample_batches": 2, "threads": 0,
     "image_shape": [3, 32, 32],
     "model": {"levels": 3, "steps": 8, "hidden_channels": 128, "coupling": "affine", "permutation": "conv_lu",
@@ -61,15 +61,15 @@ PAPER = {"device": "cuda", "precision": "bf16", "model.steps": 32, "model.hidden
 SUITES = {
     "memory": _memory_rows(16, 64),
     "minimal": PEERS,
-    "cpu": _memory_rows(16, 64) + PEERS + [{**PEERS[0], "channels_last": True}],
+    "cpu": _memory_rows(16, 64) + PEERS + [{**PEERS[0], "channels_last": False}],
     # what each speed change gains: the peers' configs with and without it, and the K=32 time ratios
-    "speed": [{**p, **change} for p in PEERS for change in ({}, {"fold_actnorm": False}, {"channels_last": True},
+    "speed": [{**p, **change} for p in PEERS for change in ({}, {"fold_actnorm": False}, {"channels_last": False},
                                                                 {"gemm_convs": True})]
     + _memory_rows(16, 64, depths=(32,)),
     "ratio": _memory_rows(16, 64, depths=(32,)) + [PEERS[0], {**PEERS[0], "fold_actnorm": False}],  # quick
     "one": [{}],
     "gpu": [{**PAPER, "batch_size": 64, "model.memory": m} for m in ("none", "checkpoint", "invertible")]
-    + [{**PAPER, "batch_size": 64, "compile": True}, {**PAPER, "batch_size": 64, "channels_last": True},
+    + [{**PAPER, "batch_size": 64, "compile": True}, {**PAPER, "batch_size": 64, "channels_last": False},
        {**PAPER, "batch_size": 256, "model.memory": "invertible", "iters": 5}],
 }
 
@@ -200,7 +200,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if "error" not in r and not r["channels_last"] and r["batch_size"] == 16]
+    rows = [r for r in rows if "error" not in r and r["batch_size"] == 16]
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=120)
     for memory in ("none", "checkpoint", "invertible"):
         points = sorted((r["steps"], r["activation_mem_mb"]) for r in rows if r["memory"] == memory)
