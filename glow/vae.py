@@ -7,7 +7,11 @@
     NLL_IW(x) = -log (1/k) Σ_j p(x, z^j) / q(z^j | x),  z^j ~ q(· | x)           (Burda et al. 2016)
 
 Every flow's parameters are amortised from the encoder's last hidden layer h(x) (the flows' ``cond``),
-as in van den Berg et al. Training may anneal the KL part, -E_q[log p(x | z_K)] + β E_q[log q - log p(z_K)]
+as in van den Berg et al. With ``centered_flow`` (not in the papers) the flows act on the offset from the
+posterior's mean, z_K = μ(x) + f_K ∘ ... ∘ f_1(σ(x) ε; h(x)): the translation by μ(x) has log|det| = 0,
+so log q is the same formula. Why: the posterior sits at ||μ|| of several units, where a planar layer's
+tanh(wᵀz + b) saturates into a plain shift and a radial layer centred near 0 barely acts (README, "VAE
+with flow posteriors"); centred, b = 0 and z₀ = 0 put them on the posterior itself. Training may anneal the KL part, -E_q[log p(x | z_K)] + β E_q[log q - log p(z_K)]
 with β from 0 to 1 (module.kl_warmup_steps, as both papers do); evaluation always uses β = 1. The decoder is Bernoulli. Pixels are binarised afresh in every training batch
 (x ~ Bernoulli(pixel / 255), "dynamic binarisation"); evaluation draws them from the batch's fixed
 noise generator, so a test figure is reproducible. Bits/dim here are per binary pixel: -log2 p(x) / D.
@@ -40,9 +44,11 @@ IW_CHUNK = 16384  # (image, sample) pairs per pass of the importance-weighted bo
 
 
 def check_arguments(posterior="none", latent_dim=32, hidden=300, flow_length=4, sylvester_columns=16,
-                    householder=4, iaf_hidden=320, **_) -> None:
+                    householder=4, iaf_hidden=320, centered_flow=False, **_) -> None:
     if posterior not in POSTERIORS:
         raise ValueError(f"model.posterior={posterior!r} is not allowed: use one of {', '.join(POSTERIORS)}")
+    if not isinstance(centered_flow, bool):
+        raise ValueError(f"model.centered_flow={centered_flow!r} is not allowed: use true or false")
     for name, value in [("latent_dim", latent_dim), ("hidden", hidden), ("sylvester_columns", sylvester_columns),
                         ("householder", householder), ("iaf_hidden", iaf_hidden)]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -92,9 +98,11 @@ class VAE(nn.Module):
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), posterior: str = "none", latent_dim: int = 32,
                  hidden: int = 300, flow_length: int = 4, sylvester_columns: int = 16, householder: int = 4,
-                 iaf_hidden: int = 320, seed: int = 0):
+                 iaf_hidden: int = 320, centered_flow: bool = False, seed: int = 0):
         super().__init__()
-        check_arguments(posterior, latent_dim, hidden, flow_length, sylvester_columns, householder, iaf_hidden)
+        check_arguments(posterior, latent_dim, hidden, flow_length, sylvester_columns, householder, iaf_hidden,
+                        centered_flow)
+        self.centered_flow = centered_flow
         self.image_shape = tuple(int(s) for s in image_shape)
         self.num_dims = math.prod(self.image_shape)
         self.posterior, self.latent_dim = posterior, latent_dim
@@ -113,13 +121,17 @@ class VAE(nn.Module):
         h = self.encoder(x)
         mean, std = self.mean(h), self.std(h) + 1e-5
         eps = torch.randn((x.shape[0], samples, self.latent_dim), generator=generator, device=x.device)
-        z0 = mean[:, None] + std[:, None] * eps
+        offset = std[:, None] * eps
         log_q0 = (-0.5 * (math.log(2 * math.pi) + eps * eps) - torch.log(std[:, None])).sum(-1)
         # h has one row per image; the rows of z0 are image-major, so each row of h serves its image's
         # `samples` consecutive rows and the flows' amortisation heads run once per image
         # (glow.flows.vector.ParameterSource), not once per (image, sample) pair
-        z, logdet = self.flow(z0.reshape(-1, self.latent_dim), h)
-        return z.view_as(z0), log_q0 - logdet.view_as(log_q0)
+        if self.centered_flow:  # z_K = μ + f(σ ε): the flows act around the posterior's mean (see the class)
+            u, logdet = self.flow(offset.reshape(-1, self.latent_dim), h)
+            z = mean[:, None] + u.view_as(offset)
+        else:
+            z, logdet = self.flow((mean[:, None] + offset).reshape(-1, self.latent_dim), h)
+        return z.view_as(offset), log_q0 - logdet.view_as(log_q0)
 
     def log_likelihood_and_prior(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """(log p(x | z), log p(z)) for x [B, D], z [B, S, L] -> [B, S] each."""
@@ -183,7 +195,11 @@ class VAE(nn.Module):
     def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
         """The posterior's mean path: z_K = f(μ(x)) for images in model space (grey levels as probabilities)."""
         h = self.encoder(x.flatten(1) + 0.5)
-        z, _ = self.flow(self.mean(h), h)
+        mean = self.mean(h)
+        if self.centered_flow:
+            u, _ = self.flow(torch.zeros_like(mean), h)
+            return [mean + u], torch.zeros(x.shape[0], device=x.device)
+        z, _ = self.flow(mean, h)
         return [z], torch.zeros(x.shape[0], device=x.device)
 
     @torch.no_grad()
