@@ -11,7 +11,9 @@ as in van den Berg et al. With ``centered_flow`` (not in the papers) the flows a
 posterior's mean, z_K = μ(x) + f_K ∘ ... ∘ f_1(σ(x) ε; h(x)): the translation by μ(x) has log|det| = 0,
 so log q is the same formula. Why: the posterior sits at ||μ|| of several units, where a planar layer's
 tanh(wᵀz + b) saturates into a plain shift and a radial layer centred near 0 barely acts (README, "VAE
-with flow posteriors"); centred, b = 0 and z₀ = 0 put them on the posterior itself. Training may anneal the KL part, -E_q[log p(x | z_K)] + β E_q[log q - log p(z_K)]
+with flow posteriors"); centred, b = 0 and z₀ = 0 put them on the posterior itself.
+
+Training may anneal the KL part, -E_q[log p(x | z_K)] + β E_q[log q - log p(z_K)]
 with β from 0 to 1 (module.kl_warmup_steps, as both papers do); evaluation always uses β = 1. The decoder is Bernoulli. Pixels are binarised afresh in every training batch
 (x ~ Bernoulli(pixel / 255), "dynamic binarisation"); evaluation draws them from the batch's fixed
 noise generator, so a test figure is reproducible. Bits/dim here are per binary pixel: -log2 p(x) / D.
@@ -123,15 +125,20 @@ class VAE(nn.Module):
         eps = torch.randn((x.shape[0], samples, self.latent_dim), generator=generator, device=x.device)
         offset = std[:, None] * eps
         log_q0 = (-0.5 * (math.log(2 * math.pi) + eps * eps) - torch.log(std[:, None])).sum(-1)
-        # h has one row per image; the rows of z0 are image-major, so each row of h serves its image's
+        # h has one row per image; the sample rows are image-major, so each row of h serves its image's
         # `samples` consecutive rows and the flows' amortisation heads run once per image
         # (glow.flows.vector.ParameterSource), not once per (image, sample) pair
-        if self.centered_flow:  # z_K = μ + f(σ ε): the flows act around the posterior's mean (see the class)
-            u, logdet = self.flow(offset.reshape(-1, self.latent_dim), h)
-            z = mean[:, None] + u.view_as(offset)
-        else:
-            z, logdet = self.flow((mean[:, None] + offset).reshape(-1, self.latent_dim), h)
+        z, logdet = self.flow_from(mean[:, None].expand_as(offset).reshape(-1, self.latent_dim),
+                                   offset.reshape(-1, self.latent_dim), h)
         return z.view_as(offset), log_q0 - logdet.view_as(log_q0)
+
+    def flow_from(self, mean: Tensor, offset: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """z_K and the flows' log|det| for z_0 = mean + offset [N, L]: f(z_0), or mean + f(offset) with
+        ``centered_flow`` (a translation by the mean: the same log|det|)."""
+        if self.centered_flow:
+            u, logdet = self.flow(offset, h)
+            return mean + u, logdet
+        return self.flow(mean + offset, h)
 
     def log_likelihood_and_prior(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """(log p(x | z), log p(z)) for x [B, D], z [B, S, L] -> [B, S] each."""
@@ -193,13 +200,11 @@ class VAE(nn.Module):
         return (torch.sigmoid(self.decoder(z)) - 0.5).view(z.shape[0], *self.image_shape)
 
     def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
-        """The posterior's mean path: z_K = f(μ(x)) for images in model space (grey levels as probabilities)."""
+        """The posterior's mean path: z_K = f(μ(x)) (μ + f(0) when centred) for images in model space
+        (grey levels as probabilities)."""
         h = self.encoder(x.flatten(1) + 0.5)
         mean = self.mean(h)
-        if self.centered_flow:
-            u, _ = self.flow(torch.zeros_like(mean), h)
-            return [mean + u], torch.zeros(x.shape[0], device=x.device)
-        z, _ = self.flow(mean, h)
+        z, _ = self.flow_from(mean, torch.zeros_like(mean), h)
         return [z], torch.zeros(x.shape[0], device=x.device)
 
     @torch.no_grad()
