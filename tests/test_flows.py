@@ -120,6 +120,63 @@ def test_conv1x1_starts_as_rotation():
         assert abs(layer.log_abs_det()) < 1e-6
 
 
+@pytest.mark.parametrize("cls", [InvConv1x1, InvConv1x1LU])
+def test_conv1x1_no_grad_cache_follows_every_change_of_the_weights(cls):
+    """The no-grad W and W^-1 are cached (glow.flows.conv1x1.mixing_matrix): the cache must never
+    outlive a change of the parameters, whether by an optimiser step, load_state_dict, an in-place
+    edit or a dtype change, and with grad enabled W must come with its graph."""
+    layer = perturb(cls(4), 0.3)
+    x = torch.randn(3, 4, 2, 2)
+
+    def fresh(inverse=False):  # W (or W^-1) assembled now, bypassing the cache
+        w = layer.weight().detach()
+        return torch.linalg.inv(w) if inverse else w
+
+    with torch.no_grad():
+        first = layer.mixing_matrix(False, torch.float32)
+        assert layer.mixing_matrix(False, torch.float32) is first  # cached
+        assert torch.equal(layer.inverse(layer(x)[0])[0], layer.inverse(layer(x)[0])[0])
+    optimizer = torch.optim.Adamax(layer.parameters(), lr=0.1)
+    layer(x)[0].square().sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        stepped = layer.mixing_matrix(False, torch.float32)
+        assert not torch.allclose(stepped, first) and torch.allclose(stepped, fresh().float())
+        assert torch.allclose(layer.mixing_matrix(True, torch.float64), fresh(True))
+    other = perturb(cls(4), 0.3)
+    layer.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(layer.mixing_matrix(False, torch.float64), other.weight())
+        next(layer.parameters()).mul_(1.5)
+        assert torch.allclose(layer.mixing_matrix(False, torch.float64), fresh())
+        y, _ = layer(x)
+    assert torch.allclose(layer.inverse(y)[0], x, atol=1e-5)
+    layer.double()
+    with torch.no_grad():
+        assert layer.mixing_matrix(False, torch.float64).dtype == torch.float64
+        assert torch.allclose(layer.mixing_matrix(False, torch.float64), fresh())
+    assert layer.mixing_matrix(False, torch.float64).requires_grad  # grad enabled: W with its graph
+
+
+@pytest.mark.parametrize("cls", [InvConv1x1, InvConv1x1LU])
+def test_conv1x1_channels_last_gemm_equals_the_convolution(cls):
+    """A channels_last input takes the GEMM path of glow.flows.conv1x1._mix: the same map, inverse,
+    logdet and gradients (float64) as the NCHW convolution, and the output stays channels_last."""
+    layer = perturb(cls(6), 0.3).double()
+    x = torch.randn(3, 6, 5, 4, dtype=torch.float64)
+    x_last = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    x = x.requires_grad_(True)
+    (y, ld), (y_last, ld_last) = layer(x), layer(x_last)
+    assert y_last.is_contiguous(memory_format=torch.channels_last) and not y_last.is_contiguous()
+    torch.testing.assert_close(y_last, y, rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.inverse(y_last)[0], x.detach(), rtol=0, atol=1e-12)
+    probe = torch.randn_like(y)
+    grads = torch.autograd.grad((y * probe).sum() + ld.sum(), [x, *layer.parameters()])
+    grads_last = torch.autograd.grad((y_last * probe).sum() + ld_last.sum(), [x_last, *layer.parameters()])
+    for g, g_last in zip(grads, grads_last):
+        torch.testing.assert_close(g_last, g, rtol=1e-12, atol=1e-12)
+
+
 def test_lu_structure_is_kept():
     """W = P L U with L unit lower-triangular and U's diagonal exp(log_s), whatever the free parameters hold:
     the entries outside the structure (L's diagonal and upper part, U's lower part) must not reach W."""

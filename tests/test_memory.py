@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from glow.activation_memory import saved_tensor_bytes
-from glow.flows.memory import inversion_drift
+from glow.flows.memory import inversion_drift, segments_of
 from glow.model import Glow
 from tests.conftest import compose_train
 
@@ -198,3 +198,15 @@ def test_image_conditional_bf16_mixed_run_matches_mode_none(tmp_path, synthetic_
         assert int(module.nonfinite_steps) == 0
         losses[memory] = float(trainer.callback_metrics["train/bpd"])
     assert losses["invertible"] == pytest.approx(losses["none"], abs=1e-3)
+
+
+def test_backward_segments_put_each_coupling_with_the_next_steps_actnorm_and_conv():
+    """K + 1 autograd.grad calls per level of K steps: a leading [ActNorm, 1x1 conv], then
+    [coupling, next ActNorm, next 1x1 conv], and the last coupling alone; every parameter exactly once."""
+    model, _, _ = _model("invertible", steps=3)
+    level = model.levels[0]
+    segments = segments_of(level.layers)
+    names = [[type(layer).__name__ for layer in s.layers] for s in segments]
+    assert names == [["ActNorm", "InvConv1x1LU"]] + [["Coupling", "ActNorm", "InvConv1x1LU"]] * 2 + [["Coupling"]]
+    flat = [p for s in segments for p in s.params]
+    assert len(flat) == len(set(map(id, flat))) and set(map(id, flat)) == set(map(id, level.parameters()))

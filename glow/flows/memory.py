@@ -9,6 +9,8 @@
   exact inverse (no grad), the step is re-run forwards with grad on that input, and the gradient is
   carried on to the previous step. Activation memory is then flat in K. A layer may do the inverse
   and the re-run in one pass (``recompute``: Coupling evaluates its network once instead of twice).
+  Backward takes the layers in ``Segment``s, one torch.autograd.grad call each: a coupling with the
+  next step's ActNorm and 1x1 conv, so a Glow level of K steps costs K + 1 calls, not 3K.
 
 The block is generic over any Flow (``forward/inverse(x, cond) -> (y, logdet)``), conditional layers
 included: gradients are returned for the input, for ``cond`` (the condition encoder's features
@@ -25,7 +27,7 @@ how a network input rounds to bf16, so bf16 drifts more. ``inversion_drift`` mea
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -40,38 +42,64 @@ def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
     return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
 
 
+class Segment(NamedTuple):
+    """Layers that backward recomputes with ONE torch.autograd.grad call: a layer with its own
+    ``recompute`` (a coupling) and the layers without one that follow it (the next step's ActNorm and
+    1x1 conv), or a leading run of layers without one. Backward inverts the tail without grad, lets
+    the head rebuild its graph (``recompute``), and re-runs the tail forwards on the head's output, so
+    one graph spans the segment. Why: each call costs Python and engine set-up of the order of a small
+    layer's own work, and a Glow level has 3K layers (README, "Performance": K=32, h=64, batch 16,
+    one call per layer against one per step)."""
+
+    layers: tuple[Flow, ...]
+    params: tuple[nn.Parameter, ...]
+
+
+def segments_of(layers: Sequence[Flow]) -> list[Segment]:
+    groups: list[list[Flow]] = []
+    for layer in layers:
+        if hasattr(layer, "recompute") or not groups:
+            groups.append([layer])
+        else:
+            groups[-1].append(layer)
+    # dict.fromkeys: a parameter shared by two layers of a segment gets its gradient once
+    return [Segment(tuple(g), tuple(dict.fromkeys(p for layer in g for p in layer.parameters()))) for g in groups]
+
+
 class InvertibleBlock(torch.autograd.Function):
-    """(layers, x, cond, *params) -> (y, logdet); saves y and cond only."""
+    """(segments, x, cond, *params) -> (y, logdet); saves y and cond only. ``params`` are the
+    segments' parameters that require grad, in segment order."""
 
     @staticmethod
-    def forward(ctx, layers: Sequence[Flow], x: Tensor, cond: Tensor | None, *params: Tensor):
-        ctx.layers = layers
-        ctx.params = params
+    def forward(ctx, segments: Sequence[Segment], x: Tensor, cond: Tensor | None, *params: Tensor):
+        ctx.segments = segments
         ctx.autocast = _autocast_state(x.device.type)
         # runs without grad (autograd.Function.forward always does): nothing inside is kept
         total = zeros_logdet(x)
-        for layer in layers:
-            x, logdet = layer(x, cond)
-            total = total + logdet
+        for segment in segments:
+            for layer in segment.layers:
+                x, logdet = layer(x, cond)
+                total = total + logdet
         ctx.save_for_backward(x, cond)
+        ctx.num_params = len(params)
         return x, total
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, grad_logdet: Tensor):
         y, cond = ctx.saved_tensors
         enabled, dtype = ctx.autocast
-        param_index = {id(p): i for i, p in enumerate(ctx.params)}
-        param_grads: list[Tensor | None] = [None] * len(ctx.params)
+        param_grads: list[Tensor | None] = [None] * ctx.num_params
+        end = ctx.num_params  # the segments' parameters fill params back to front as backward walks
         cond_grad = None
         want_cond = cond is not None and ctx.needs_input_grad[2]
         with torch.autocast(y.device.type, dtype=dtype, enabled=enabled):
-            for layer in reversed(ctx.layers):
+            for segment in reversed(ctx.segments):
+                params = [p for p in segment.params if p.requires_grad]
                 local_cond = cond.detach().requires_grad_(True) if want_cond else cond
                 with torch.enable_grad():
-                    x, leaves, to_input_grad, y_local, logdet = _recompute(layer, y, local_cond)
-                    params = [p for p in layer.parameters() if id(p) in param_index]
+                    x, leaves, to_input_grad, y_local, logdet = _recompute(segment.layers, y, local_cond)
                     inputs = leaves + ([local_cond] if want_cond else []) + params
-                    # a volume-preserving layer's logdet is a constant with no graph: leave it out
+                    # a volume-preserving segment's logdet is a constant with no graph: leave it out
                     pairs = [(o, g) for o, g in ((y_local, grad_y), (logdet, grad_logdet)) if o.requires_grad]
                     grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
                                                 allow_unused=True)
@@ -79,27 +107,34 @@ class InvertibleBlock(torch.autograd.Function):
                 grad_y = to_input_grad(*[torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)])
                 if want_cond and grads[n] is not None:
                     cond_grad = grads[n] if cond_grad is None else cond_grad + grads[n]
-                for p, g in zip(params, grads[n + want_cond:]):
-                    i = param_index[id(p)]
-                    if g is not None:
-                        param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+                end -= len(params)
+                param_grads[end:end + len(params)] = grads[n + want_cond:]
                 y = x.detach()
         return (None, grad_y, cond_grad, *param_grads)
 
 
-def _recompute(layer: Flow, y: Tensor, cond: Tensor | None):
-    """(x, leaves, leaf grads -> grad of x, layer's forward output and logdet rebuilt with grad).
+def _recompute(layers: Sequence[Flow], y: Tensor, cond: Tensor | None):
+    """(x, leaves, leaf grads -> grad of x, the segment's forward output and logdet rebuilt with grad).
 
-    A layer may offer ``recompute`` that does this in one pass (Coupling: one network evaluation);
-    any other Flow is inverted without grad and re-run forwards on the recomputed input.
+    The head may offer ``recompute``, which inverts it and rebuilds its graph in one pass (Coupling:
+    one network evaluation); otherwise the head is inverted without grad and re-run on a leaf. The
+    tail (every later layer) is inverted without grad first and re-run on the head's output.
     """
-    if hasattr(layer, "recompute"):
-        return layer.recompute(y, cond)
+    head, tail = layers[0], layers[1:]
     with torch.no_grad():
-        x, _ = layer.inverse(y, cond)
-    leaf = x.detach().requires_grad_(True)
-    y_local, logdet = layer(leaf, cond)
-    return x, [leaf], lambda g: g, y_local, logdet
+        for layer in reversed(tail):
+            y, _ = layer.inverse(y, cond)
+    if hasattr(head, "recompute"):
+        x, leaves, to_input_grad, y_local, logdet = head.recompute(y, cond)
+    else:
+        with torch.no_grad():
+            x, _ = head.inverse(y, cond)
+        leaf = x.detach().requires_grad_(True)
+        (y_local, logdet), leaves, to_input_grad = head(leaf, cond), [leaf], lambda g: g
+    for layer in tail:
+        y_local, layer_logdet = layer(y_local, cond)
+        logdet = logdet + layer_logdet
+    return x, leaves, to_input_grad, y_local, logdet
 
 
 class MemoryFlowSequence(FlowSequence):
@@ -117,6 +152,11 @@ class MemoryFlowSequence(FlowSequence):
         self.memory = memory
         self.step_size = step_size
         self._actnorms: list[nn.Module] | None = None
+        self._segments: list[Segment] | None = None  # found once, like _actnorms
+
+    def _apply(self, fn, *args, **kwargs):
+        self._segments = None  # .to() may replace the Parameter objects the segments hold
+        return super()._apply(fn, *args, **kwargs)
 
     def _plain(self, x: Tensor, cond: Tensor | None) -> bool:
         if self.memory == "none" or not torch.is_grad_enabled():
@@ -132,8 +172,10 @@ class MemoryFlowSequence(FlowSequence):
         if self._plain(x, cond):
             return super().forward(x, cond)
         if self.memory == "invertible":
-            params = [p for p in self.parameters() if p.requires_grad]
-            return InvertibleBlock.apply(tuple(self.layers), x, cond, *params)
+            if self._segments is None:
+                self._segments = segments_of(self.layers)
+            params = [p for segment in self._segments for p in segment.params if p.requires_grad]
+            return InvertibleBlock.apply(self._segments, x, cond, *params)
         total = zeros_logdet(x)
         for start in range(0, len(self.layers), self.step_size):
             step = self.layers[start:start + self.step_size]
