@@ -122,7 +122,7 @@ def test_conv1x1_starts_as_rotation():
 
 @pytest.mark.parametrize("cls", [InvConv1x1, InvConv1x1LU])
 def test_conv1x1_no_grad_cache_follows_every_change_of_the_weights(cls):
-    """The no-grad W and W^-1 are cached (glow.flows.conv1x1.mixing_matrix): the cache must never
+    """The no-grad W, W^-1 and logdet are cached (glow.flows.conv1x1): the cache must never
     outlive a change of the parameters, whether by an optimiser step, load_state_dict, an in-place
     edit or a dtype change, and with grad enabled W must come with its graph."""
     layer = perturb(cls(4), 0.3)
@@ -143,6 +143,8 @@ def test_conv1x1_no_grad_cache_follows_every_change_of_the_weights(cls):
         stepped = layer.mixing_matrix(False, torch.float32)
         assert not torch.allclose(stepped, first) and torch.allclose(stepped, fresh().float())
         assert torch.allclose(layer.mixing_matrix(True, torch.float64), fresh(True))
+        fresh_logdet = (4 * layer.log_abs_det()).float()  # x is 2x2: four pixels
+        assert torch.allclose(layer(x)[1], fresh_logdet) and torch.allclose(layer.inverse(x)[1], -fresh_logdet)
     other = perturb(cls(4), 0.3)
     layer.load_state_dict(other.state_dict())
     with torch.no_grad():

@@ -203,6 +203,45 @@ def test_zero_layers_output_exactly_zero_at_init():
     assert torch.allclose(conv(torch.zeros(1, 5, 2, 2)), torch.full((1, 6, 2, 2), 2.0))
 
 
+def test_folded_weights_no_grad_cache_follows_every_change():
+    """Where no gradient is wanted the folded weights are cached (glow.nets.frozen_or_fresh): the
+    cache must never outlive an optimiser step, load_state_dict, an in-place edit or a dtype change."""
+    torch.manual_seed(0)
+    net = CouplingNet(3, 4, 8)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(2, 3, 4, 4)
+
+    def fresh():  # the network with every cache bypassed: grad enabled, then detached
+        with torch.enable_grad():
+            return net(x).detach()
+
+    with torch.no_grad():
+        first = net(x)
+        assert net.hidden[0].folded()[0] is net.hidden[0].folded()[0]  # cached
+        assert torch.equal(first, fresh())
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    net(x).square().sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        assert not torch.allclose(net(x), first) and torch.allclose(net(x), fresh())
+    other = CouplingNet(3, 4, 8)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.normal_(0, 0.3)
+    net.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(net(x), other(x))
+        net.hidden[0].norm.log_scale.add_(0.5)
+        assert torch.allclose(net(x), fresh())
+    net.double()
+    with torch.no_grad():
+        out = net(x.double())
+    assert out.dtype == torch.float64 and torch.allclose(out, net(x.double()).detach())
+    assert net.hidden[0].folded()[0].requires_grad  # grad enabled: the folded weight with its graph
+
+
 def _train_a_few_steps(model, steps=5):
     torch.manual_seed(1)
     x = torch.rand(16, 2, 8, 8) - 0.5

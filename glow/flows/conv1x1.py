@@ -53,43 +53,61 @@ class _Conv1x1Base(Flow):
         """log|det W| in float64."""
         raise NotImplementedError
 
-    def mixing_matrix(self, inverse: bool, dtype: torch.dtype) -> Tensor:
-        """W (or W^-1) in ``dtype``, ready for the conv.
+    def _frozen_entries(self) -> dict | None:
+        """The no-grad cache, or None where a gradient is wanted (the caller then computes afresh).
 
         Where no gradient is wanted (sampling, evaluation, and the no-grad forward and inversion of
-        model.memory=invertible) it is cached until a parameter or buffer changes: an optimiser step or
-        load_state_dict bumps a tensor's version, and .to() gives it new storage. Without the cache an
-        invertible-mode step assembled each LU weight three times and inverted it once (forward,
-        inversion, re-forward: scripts/benchmark.py suite=ratio, README "Performance").
+        model.memory=invertible) W, W^-1 and log|det W| are cached until a parameter or buffer
+        changes: an optimiser step or load_state_dict bumps a tensor's version, and .to() or
+        load_state_dict(assign=True) gives it new storage. Without the cache an invertible-mode step
+        assembled each LU weight three times and inverted it once (forward, inversion, re-forward:
+        README "Performance"). The key reads ``_parameters`` / ``_buffers`` directly: going through
+        ``parameters()`` cost more than the 12-48-channel matrix product it guards.
         """
-        tensors = [t for t in (*self.parameters(recurse=False), *self.buffers(recurse=False)) if t.dim()]
+        tensors = [t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            w = self.weight()
-            return (torch.linalg.inv(w) if inverse else w).to(dtype)
+            return None
         key = tuple((t.data_ptr(), t._version, t.device) for t in tensors)
         if key != self._frozen_key:
             self._frozen_key, self._frozen = key, {}
-        if (inverse, dtype) not in self._frozen:
+        return self._frozen
+
+    def mixing_matrix(self, inverse: bool, dtype: torch.dtype) -> Tensor:
+        """W (or W^-1) in ``dtype``, ready for the conv; cached where no gradient is wanted."""
+        frozen = self._frozen_entries()
+        if frozen is None:
+            w = self.weight()
+            return (torch.linalg.inv(w) if inverse else w).to(dtype)
+        if (inverse, dtype) not in frozen:
             with torch.no_grad():
-                if (False, torch.float64) not in self._frozen:  # W itself, the source of every entry
-                    self._frozen[False, torch.float64] = self.weight()
-                w = self._frozen[False, torch.float64]
-                self._frozen[inverse, dtype] = (torch.linalg.inv(w) if inverse else w).to(dtype)
-        return self._frozen[inverse, dtype]
+                if (False, torch.float64) not in frozen:  # W itself, the source of every entry
+                    frozen[False, torch.float64] = self.weight()
+                w = frozen[False, torch.float64]
+                frozen[inverse, dtype] = (torch.linalg.inv(w) if inverse else w).to(dtype)
+        return frozen[inverse, dtype]
+
+    def _logdet(self, x: Tensor, sign: float) -> Tensor:
+        """sign * H * W * log|det W| per sample, in x's logdet dtype; cached like W where no gradient
+        is wanted."""
+        pixels = x.shape[-2] * x.shape[-1]
+        frozen = self._frozen_entries()
+        if frozen is None:
+            return (sign * pixels * self.log_abs_det()).to(logdet_dtype(x)).expand(x.shape[0])
+        entry = ("logdet", sign * pixels, logdet_dtype(x))
+        if entry not in frozen:
+            with torch.no_grad():
+                frozen[entry] = (sign * pixels * self.log_abs_det()).to(logdet_dtype(x))
+        return frozen[entry].expand(x.shape[0])
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         with full_precision(x):
             x = x.to(torch.promote_types(x.dtype, torch.float32))
-            y = _mix(x, self.mixing_matrix(False, x.dtype))
-            logdet = (self.log_abs_det() * (x.shape[-2] * x.shape[-1])).to(logdet_dtype(x))
-        return y, logdet.expand(x.shape[0])
+            return _mix(x, self.mixing_matrix(False, x.dtype)), self._logdet(x, 1.0)
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         with full_precision(y):
             y = y.to(torch.promote_types(y.dtype, torch.float32))
-            x = _mix(y, self.mixing_matrix(True, y.dtype))
-            logdet = (-self.log_abs_det() * (y.shape[-2] * y.shape[-1])).to(logdet_dtype(y))
-        return x, logdet.expand(y.shape[0])
+            return _mix(y, self.mixing_matrix(True, y.dtype)), self._logdet(y, -1.0)
 
 
 class InvConv1x1(_Conv1x1Base):
@@ -116,12 +134,23 @@ class InvConv1x1LU(_Conv1x1Base):
         self.upper = nn.Parameter(torch.triu(upper, 1).float())
         self.log_s = nn.Parameter(torch.log(torch.abs(s)).float())
 
+    def _constants(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """P, the lower mask, I and sign(s) in float64, converted once per buffer change (not on every
+        assembly: the conversions were a quarter of weight()'s ops)."""
+        buffers = (self.p, self.lower_mask, self.sign_s)
+        key = tuple((b.data_ptr(), b._version, b.device) for b in buffers)
+        cached = self.__dict__.get("_float64_constants")
+        if cached is None or cached[0] != key:
+            p, mask, sign = (b.detach().double() for b in buffers)
+            cached = (key, (p, mask, torch.eye(p.shape[0], dtype=torch.float64, device=p.device), sign))
+            self.__dict__["_float64_constants"] = cached
+        return cached[1]
+
     def weight(self) -> Tensor:
-        eye = torch.eye(self.p.shape[0], dtype=torch.float64, device=self.p.device)
-        mask = self.lower_mask.double()
+        p, mask, eye, sign = self._constants()
         lower = self.lower.double() * mask + eye
-        upper = self.upper.double() * mask.T + torch.diag(self.sign_s.double() * torch.exp(self.log_s.double()))
-        return self.p.double() @ lower @ upper
+        upper = self.upper.double() * mask.T + torch.diag(sign * torch.exp(self.log_s.double()))
+        return p @ lower @ upper
 
     def log_abs_det(self) -> Tensor:
         return self.log_s.double().sum()

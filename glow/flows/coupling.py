@@ -74,11 +74,7 @@ class Coupling(Flow):
             shift = params[:, :, 0]
             return (xb - shift if inverse else xb + shift), torch.zeros_like(xb)
         if self.transform == "affine":
-            shift, raw_scale = params[:, :, 0], params[:, :, 1]
-            if self.affine_scale == "sigmoid":
-                log_scale = F.logsigmoid(raw_scale + 2.0)
-            else:
-                log_scale = TANH_SCALE_BOUND * torch.tanh(raw_scale / TANH_SCALE_BOUND)
+            shift, log_scale = self._shift_log_scale(params)
             if inverse:
                 return xb * torch.exp(-log_scale) - shift, -log_scale
             return (xb + shift) * torch.exp(log_scale), log_scale
@@ -86,6 +82,13 @@ class Coupling(Flow):
         k = self.bins
         return rational_quadratic_spline(xb, params[..., :k], params[..., k:2 * k], params[..., 2 * k:],
                                          inverse=inverse, tail_bound=self.tail_bound)
+
+    def _shift_log_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """The affine map's shift and log-scale from the network's [B, C, 2, H, W] output."""
+        shift, raw_scale = params[:, :, 0], params[:, :, 1]
+        if self.affine_scale == "sigmoid":
+            return shift, F.logsigmoid(raw_scale + 2.0)
+        return shift, TANH_SCALE_BOUND * torch.tanh(raw_scale / TANH_SCALE_BOUND)
 
     def _couple(self, x: Tensor, cond: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         if self.mask == "channel":
@@ -115,10 +118,19 @@ class Coupling(Flow):
         if self.mask == "channel":
             u = y[:, :self.split].detach().requires_grad_(True)
             params = self.net(u, cond)
-            with torch.no_grad():
-                xb, _ = self._elementwise(y[:, self.split:], params, inverse=True)
-            v = xb.detach().requires_grad_(True)
-            yb, elem_logdet = self._elementwise(v, params, inverse=False)
+            yb = y[:, self.split:]
+            if self.transform == "affine":  # the log-scale and its exp once, for both directions
+                b, c, h, w = yb.shape
+                shift, log_scale = self._shift_log_scale(params.to(yb.dtype).view(b, c, 2, h, w))
+                scale = torch.exp(log_scale)
+                with torch.no_grad():
+                    v = (yb / scale - shift).requires_grad_(True)
+                yb, elem_logdet = (v + shift) * scale, log_scale
+            else:
+                with torch.no_grad():
+                    xb, _ = self._elementwise(yb, params, inverse=True)
+                v = xb.detach().requires_grad_(True)
+                yb, elem_logdet = self._elementwise(v, params, inverse=False)
             x = torch.cat([u.detach(), v.detach()], dim=1)
             return (x, [u, v], lambda gu, gv: torch.cat([gu, gv], dim=1), torch.cat([u, yb], dim=1),
                     sum_except_batch(elem_logdet))
