@@ -28,8 +28,9 @@ FOLD_ACTNORM = True
 def frozen_or_fresh(owner: nn.Module, make, *tensors: Tensor):
     """``make()``, or where no gradient is wanted (sampling, evaluation, model.memory=invertible's
     no-grad forward) its value cached on ``owner`` until one of ``tensors`` changes: an optimiser
-    step or load_state_dict bumps a version, .to() or assign=True gives new storage."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    step or load_state_dict bumps a version, .to() or assign=True gives new storage. Not under
+    torch.compile, where the data-pointer key would break the graph."""
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
         return make()
     key = tuple((t.data_ptr(), t._version, t.device) for t in tensors)
     cached = owner.__dict__.get("_frozen_value")

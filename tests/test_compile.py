@@ -68,3 +68,23 @@ def test_compiled_levels_compute_what_eager_ones_do():
     compiled.compile_levels()
     with torch.no_grad():
         torch.testing.assert_close(compiled.log_prob(x), eager.log_prob(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("memory", ["none", "invertible", "checkpoint"])
+@pytest.mark.parametrize("permutation", ["conv_lu", "conv"])
+def test_every_level_traces_as_one_graph(memory, permutation):
+    """A graph break splits a level into pieces that inductor cannot fuse: the 1x1 conv's no-grad caches
+    (keyed on data pointers) once broke every level into ten graphs, and model.compile ran slower than
+    eager. torch._dynamo.explain traces without running inductor, so this is quick."""
+    torch.manual_seed(0)
+    model = GlowModule({**CONFIG, "levels": 2, "memory": memory, "permutation": permutation,
+                        "channels_last": True}).model
+    model.initialize(torch.rand(4, 3, 8, 8) - 0.5)
+    x = torch.randn(4, 12, 4, 4).contiguous(memory_format=torch.channels_last)
+    for level in model.levels:
+        for grad in (True, False):  # no grad is where the caches live (sampling, evaluation)
+            with torch.set_grad_enabled(grad):
+                explained = torch._dynamo.explain(level)(x)
+            assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
+        x = torch.randn(4, x.shape[1], x.shape[2] // 2, x.shape[3] // 2)
+        x = torch.cat([x, x], 1).contiguous(memory_format=torch.channels_last)

@@ -64,6 +64,8 @@ class _Conv1x1Base(Flow):
         README "Performance"). The key reads ``_parameters`` / ``_buffers`` directly: going through
         ``parameters()`` cost more than the 12-48-channel matrix product it guards.
         """
+        if torch.compiler.is_compiling():  # a data-pointer key breaks the graph; inductor fuses the ops anyway
+            return None
         tensors = [t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return None
@@ -136,8 +138,12 @@ class InvConv1x1LU(_Conv1x1Base):
 
     def _constants(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """P, the lower mask, I and sign(s) in float64, converted once per buffer change (not on every
-        assembly: the conversions were a quarter of weight()'s ops)."""
+        assembly: the conversions were a quarter of weight()'s ops). Not under torch.compile, where the
+        cache's data-pointer key would break the graph (tests/test_compile.py)."""
         buffers = (self.p, self.lower_mask, self.sign_s)
+        if torch.compiler.is_compiling():
+            p, mask, sign = (b.double() for b in buffers)
+            return p, mask, torch.eye(p.shape[0], dtype=torch.float64, device=p.device), sign
         key = tuple((b.data_ptr(), b._version, b.device) for b in buffers)
         cached = self.__dict__.get("_float64_constants")
         if cached is None or cached[0] != key:
