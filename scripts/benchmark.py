@@ -16,7 +16,11 @@ loading. Each row: ``warmup`` steps, then ``iters`` timed steps.
 ``activation_mem_mb``: on CPU the bytes autograd saves for backward in one forward
 (glow.activation_memory, storages deduplicated, parameters excluded); on CUDA the peak allocated
 during a step minus what was allocated before it (weights, gradients and optimiser state). The row's
-``activation_mem_method`` says which. ``tflops`` counts one step with torch.utils.flop_counter.
+``activation_mem_method`` says which. ``tflops`` is one step's model FLOPs (torch.utils.flop_counter
+on a plain-autograd twin, recomputation not counted; see ``model_flops``) per second, on CPU and GPU. ``gemm_tflops`` is a large square matrix product's rate in the same process, dtype and
+threads, measured right after the timed steps: ``of_gemm`` (tflops / gemm_tflops) is how close the
+step runs to what this machine's BLAS reaches, which bounds what any implementation of the same
+model can gain on it (README, "Performance", sixth round).
 """
 
 from __future__ import annotations
@@ -134,12 +138,8 @@ def measure(cfg) -> dict:
         loss_saved, activation = saved_tensor_bytes(loss_fn, model)
         loss_saved.backward()
         method, peak = CPU_MEMORY_METHOD, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    flops = None
-    if cuda:
-        from torch.utils.flop_counter import FlopCounterMode
-        with FlopCounterMode(display=False) as counter:
-            step()
-        flops = counter.get_total_flops()
+    flops = model_flops(cfg)
+    gemm = gemm_tflops(torch.device(cfg.device), torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
     model.eval()
     with torch.no_grad():
         model.sample(cfg.batch_size)  # warm-up
@@ -156,8 +156,45 @@ def measure(cfg) -> dict:
             "threads": torch.get_num_threads(), "step_s": step_s, "images_per_s": cfg.batch_size / step_s,
             "activation_mem_mb": activation / 2 ** 20, "activation_mem_method": method,
             "peak_mem_mb": peak / 2 ** 20, "peak_mem_kind": "cuda max allocated" if cuda else "process max RSS",
-            "sampling_images_per_s": sampling, "tflops": flops / step_s / 1e12 if flops else None,
+            "sampling_images_per_s": sampling, "tflops": flops / step_s / 1e12, "step_gflop": flops / 1e9,
+            "gemm_tflops": gemm, "of_gemm": flops / step_s / 1e12 / gemm,
             "params": sum(p.numel() for p in model.parameters()), "final_loss": float(loss)}
+
+
+def model_flops(cfg) -> int:
+    """FLOPs of one training step of the row's model, counted by torch.utils.flop_counter on an eager
+    plain-autograd twin: the flop counter's module hooks cannot follow the nested autograd.grad of
+    model.memory=invertible, and counting the twin leaves recomputation out, so every memory mode's
+    TFLOP/s is the same useful work per second (the usual model-FLOPs convention). Counted at batch 64
+    at most and scaled (a plain step at the invertible rows' large batches need not fit); FLOPs are
+    linear in the batch but for the 1x1 convs' weight assembly, under 0.1% of a step at h >= 64."""
+    from torch.utils.flop_counter import FlopCounterMode
+    batch = min(cfg.batch_size, 64)
+    twin, images = build(OmegaConf.merge(cfg, {"compile": False, "batch_size": batch, "model": {"memory": "none"}}))
+    with FlopCounterMode(display=False) as counter, torch.autocast(images.device.type, dtype=torch.bfloat16,
+                                                                  enabled=cfg.precision == "bf16"):
+        bits_per_dim(twin.log_prob(preprocess(images)), twin.num_dims).mean().backward()
+    del twin, images
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return round(counter.get_total_flops() * cfg.batch_size / batch)
+
+
+def gemm_tflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """The rate of an n x n x n matrix product (n = 2048 on CPU, 8192 on CUDA): the machine's ceiling
+    for dense arithmetic at this dtype and thread count, the yardstick for a step's TFLOP/s."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b  # warm-up
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        sync()
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times) / 1e12
 
 
 def run_row(cli: dict, row: dict) -> dict:
@@ -179,17 +216,18 @@ def best(tries: list[dict]) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = ("| memory | K | h | batch | precision | compile | channels_last | fold ActNorm | images/s | step s "
-            "| GEMM convs | activation MB | sampling img/s | TFLOP/s | peak MB |")
+            "| GEMM convs | activation MB | sampling img/s | TFLOP/s | of GEMM | peak MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r.get('model.memory', '')} | {r.get('model.steps', '')} | | {r.get('batch_size', '')} "
                          f"| failed: {r['error'][:80]} |")
             continue
-        tf = f"{r['tflops']:.1f}" if r["tflops"] else "-"
+        tf = f"{r['tflops']:.3f}" if r.get("tflops") else "-"
+        of_gemm = f"{r['of_gemm']:.0%}" if r.get("of_gemm") else "-"
         lines.append(f"| {r['memory']} | {r['steps']} | {r['hidden_channels']} | {r['batch_size']} | {r['precision']} "
                      f"| {r['compile']} | {r['channels_last']} | {r.get('fold_actnorm', True)} | {r['images_per_s']:.1f} | {r['step_s']:.3f} "
-                     f"| {r.get('gemm_convs', False)} | {r['activation_mem_mb']:.1f} | {r['sampling_images_per_s']:.0f} | {tf} "
+                     f"| {r.get('gemm_convs', False)} | {r['activation_mem_mb']:.1f} | {r['sampling_images_per_s']:.0f} | {tf} | {of_gemm} "
                      f"| {r['peak_mem_mb']:.0f} |")
     return "\n".join(lines)
 

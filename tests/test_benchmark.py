@@ -1,0 +1,47 @@
+"""scripts/benchmark.py end to end on a tiny row: the fields the issue asks for, the FLOP and GEMM
+figures, and a one-line config error. Timings themselves are not asserted (benchmarks measure speed,
+tests do not)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+SCRIPT = REPO / "scripts" / "benchmark.py"
+TINY = ["suite=one", "model.levels=2", "model.steps=1", "model.hidden_channels=8", "batch_size=2", "iters=1",
+        "warmup=1", "image_shape=[3,8,8]", "threads=1"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+
+
+def test_one_row_writes_every_field(tmp_path):
+    out = tmp_path / "row.json"
+    proc = _run(*TINY, "model.memory=invertible", f"json={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    for field in ("memory", "levels", "steps", "hidden_channels", "batch_size", "precision", "compile", "device",
+                  "images_per_s", "activation_mem_mb", "activation_mem_method", "sampling_images_per_s", "tflops"):
+        assert field in row, field
+    assert (row["memory"], row["steps"], row["levels"], row["batch_size"]) == ("invertible", 1, 2, 2)
+    assert row["images_per_s"] == row["batch_size"] / row["step_s"] > 0
+    assert row["activation_mem_mb"] > 0 and row["sampling_images_per_s"] > 0
+    # a step is forward + backward: at least twice the coupling networks' forward convolutions, which
+    # alone are (per image) 4x4 px x (6*8*9 + 8*8 + 8*12*9) + 2x2 px x (12*8*9 + 8*8 + 8*24*9) MACs
+    conv_forward_flops = 2 * 2 * (16 * (432 + 64 + 864) + 4 * (864 + 64 + 1728))
+    assert row["step_gflop"] * 1e9 > 3 * conv_forward_flops
+    assert row["tflops"] == row["step_gflop"] / 1e3 / row["step_s"]
+    assert row["gemm_tflops"] > 0 and row["of_gemm"] == row["tflops"] / row["gemm_tflops"]
+    assert "| invertible | 1 | 8 | 2 |" in proc.stdout  # the printed table
+
+
+def test_unknown_suite_is_one_line_naming_the_key():
+    proc = _run("suite=bogus")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "suite='bogus'" in lines[0] and "memory" in lines[0], proc.stderr
