@@ -17,10 +17,11 @@ loading. Each row: ``warmup`` steps, then ``iters`` timed steps.
 (glow.activation_memory, storages deduplicated, parameters excluded); on CUDA the peak allocated
 during a step minus what was allocated before it (weights, gradients and optimiser state). The row's
 ``activation_mem_method`` says which. ``tflops`` is one step's model FLOPs (torch.utils.flop_counter
-on a plain-autograd twin, recomputation not counted; see ``model_flops``) per second, on CPU and GPU. ``gemm_tflops`` is a large square matrix product's rate in the same process, dtype and
-threads, measured right after the timed steps: ``of_gemm`` (tflops / gemm_tflops) is how close the
-step runs to what this machine's BLAS reaches, which bounds what any implementation of the same
-model can gain on it (README, "Performance", sixth round).
+on a plain-autograd twin, recomputation not counted; see ``model_flops``) per second, on CPU and GPU.
+``gemm_tflops`` is a large square matrix product's rate in the same process, dtype and threads,
+measured right after the timed steps: ``of_gemm`` (tflops / gemm_tflops) is how close the step runs
+to what this machine's BLAS reaches, which bounds what any implementation of the same model can gain
+on it (README, "Performance", sixth round).
 """
 
 from __future__ import annotations
