@@ -30,8 +30,9 @@ import torch
 from omegaconf import DictConfig
 
 from glow import sampling
-from glow.config import ConfigError, check_sample_model, exit_with_config_error, validate_sample
-from glow.sampling.tasks import DEFAULT_N, TASK_FUNCTIONS, output_name
+from glow.config import validate_sample
+from glow.errors import ConfigError, exit_with_config_error
+from glow.sampling.tasks import TASKS, check_task, output_name
 
 
 def pick_device(name: str) -> torch.device:
@@ -47,10 +48,10 @@ def run(cfg: DictConfig) -> dict:
         device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
         model = sampling.load(cfg.ckpt_path, use_ema=cfg.ema).to(device)
-        check_sample_model(cfg, model)
+        check_task(cfg, model)
         generator = torch.Generator().manual_seed(cfg.seed)  # CPU draws: the same noise on any device
-        n = cfg.n or DEFAULT_N[cfg.task]
-        images, nrow, summary = TASK_FUNCTIONS[cfg.task](cfg, model, n, generator)
+        task = TASKS[cfg.task]
+        images, nrow, summary = task.run(cfg, model, cfg.n or task.default_n, generator)
     except ConfigError as err:
         exit_with_config_error(err)
 

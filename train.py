@@ -36,8 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from glow.conditioning import config_from_data
 from glow.checkpoints import SafeCheckpointIO, atomic_write_bytes, check_model_config, read_checkpoint
-from glow.config import ConfigError, exit_with_config_error, unwrap, validate_image_size, validate_train
+from glow.config import validate_train
 from glow.divergence import Diverged
+from glow.errors import ConfigError, exit_with_config_error, unwrap
 from glow.families import complete_config, defaults
 from glow.model_args import RUNTIME_ARGUMENTS
 from glow.preempt import PreemptionCheckpoint
@@ -59,7 +60,6 @@ def build(cfg: DictConfig):
     """
     validate_train(cfg)
     datamodule = instantiate(cfg.data)
-    validate_image_size(cfg.model, datamodule.image_shape)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["image_shape"] = list(datamodule.image_shape)
     model_config.update(config_from_data(model_config.get("conditional"), datamodule.num_classes))
@@ -155,12 +155,10 @@ def run(cfg: DictConfig) -> dict:
         results["test_bpd"] = metrics[0]["test/bpd"]
         results["test_nonfinite"] = int(metrics[0]["test/nonfinite"])
         results["test_images"] = int(metrics[0]["test/images"])
-        if "test/hole_bpd" in metrics[0]:
-            results["test_hole_bpd"] = metrics[0]["test/hole_bpd"]
-        for name in getattr(module.model, "eval_figures", ()):  # a family's own figures, e.g. test_neg_elbo
+        for name in module.model.capabilities.eval_figures:  # a family's own figures, e.g. test_neg_elbo
             if f"test/{name}" in metrics[0]:
                 results[f"test_{name}"] = metrics[0][f"test/{name}"]
-        if hasattr(module.eval_model, "final_results") and trainer.is_global_zero:
+        if trainer.is_global_zero:
             results.update(module.eval_model.final_results(results))  # e.g. distillation's sampling speedup
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and not trainer.fast_dev_run:

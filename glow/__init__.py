@@ -1,12 +1,13 @@
-"""Glow, RealNVP and NICE normalizing flows with exact log-likelihoods."""
+"""Glow, RealNVP and NICE normalizing flows with exact log-likelihoods, and the other families
+(VAE, MAF, IAF, distillation) behind one interface, glow.density.DensityModel.
 
+    import glow
+    model = glow.load("outputs/mnist/<run>/checkpoints/last.ckpt")   # any family, EMA weights if any
+    images = model.sample(16, temperature=0.7)
+"""
+
+from glow.density import Capabilities, DensityModel
 from glow.model import Glow
+from glow.sampling.load import load
 
-__all__ = ["Glow", "load"]
-
-
-def load(ckpt_path: str, use_ema: bool = True, map_location: str = "cpu") -> Glow:
-    """Load a Glow from a train.py checkpoint (EMA weights when present). See glow.sampling.load."""
-    from glow.sampling import load as _load
-
-    return _load(ckpt_path, use_ema=use_ema, map_location=map_location)
+__all__ = ["Capabilities", "DensityModel", "Glow", "load"]

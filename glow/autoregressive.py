@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from glow.conditioning import Kind
+from glow.density import Capabilities, DensityModel
 from glow.flows.actnorm import actnorms_initialized, initialize_actnorms
 from glow.flows.base import Flow, FlowSequence
 from glow.flows.iaf import IAF
@@ -36,7 +36,8 @@ from glow.flows.made import ORDERS, orders
 from glow.flows.vector import Logit, VectorActNorm
 
 
-def check_arguments(num_layers=5, hidden=512, hidden_layers=2, order="alternating", logit=None, **_) -> None:
+def check_arguments(num_layers, hidden, hidden_layers, order, logit, **_) -> None:
+    """MAF's and IAF's argument checks (their defaults are the constructor's)."""
     if logit is not None and (isinstance(logit, bool) or not isinstance(logit, (int, float)) or not 0 < logit < 0.5):
         raise ValueError(f"model.logit={logit!r} is not allowed: use a number in (0, 0.5), e.g. 1e-6, or null")
     for name, value in [("num_layers", num_layers), ("hidden", hidden), ("hidden_layers", hidden_layers)]:
@@ -65,17 +66,19 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
         torch.float64 if z.dtype == torch.float64 else torch.float32)
 
 
-class AutoregressiveModel(nn.Module):
+class AutoregressiveModel(DensityModel):
     """The shared body: ``flow`` maps a flattened image to noise (the density direction)."""
+
+    # MAF: pixel-space MCMC and MAP fills need only its one-pass density; IAF's takes D passes per layer
+    inpaint_routes: tuple[str, ...] = ()
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), num_layers: int = 5, hidden: int = 512,
                  hidden_layers: int = 2, order: str = "alternating", actnorm: bool = True,
                  logit: float | None = None, seed: int = 0):
-        super().__init__()
+        super().__init__(image_shape)
         check_arguments(num_layers, hidden, hidden_layers, order, logit)
-        self.image_shape = tuple(int(s) for s in image_shape)
-        self.num_dims = dim = math.prod(self.image_shape)
-        self.kind, self.class_head, self.n_bits = Kind(None), None, 8
+        dim = self.num_dims
+        self.capabilities = Capabilities(inpaint_routes=self.inpaint_routes)
         self.latent_shapes = [(dim,)]
         layers: list[Flow] = [Logit(logit)] if logit is not None else []
         for k, layer_order in enumerate(orders(dim, num_layers, order, seed)):
@@ -101,7 +104,7 @@ class AutoregressiveModel(nn.Module):
 
     def sample_with_log_prob(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """n samples (flattened) and their log-density from the sampling pass: log N(u) - log|det dx/du|."""
-        anchor = next(self.parameters())
+        anchor = self.anchor
         u = torch.randn((n, self.num_dims), generator=generator, device=anchor.device, dtype=anchor.dtype)
         x, logdet = self.flow.inverse(u)
         return x, standard_normal_log_prob(u) - logdet  # the inverse's logdet is log|det dx/du|
@@ -109,7 +112,7 @@ class AutoregressiveModel(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, cond: Tensor | None = None,
                noise: Sequence[Tensor] | None = None) -> Tensor:
-        anchor = next(self.parameters())
+        anchor = self.anchor
         z = noise[0] if noise is not None else torch.randn(n, self.num_dims, device=anchor.device)
         return self.decode([z.to(anchor.dtype) * temperature])
 
@@ -130,6 +133,8 @@ def student_state(teacher_state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 class MAFModel(AutoregressiveModel):
+    inpaint_routes = ("mcmc", "map")
+
     def autoregressive_layer(self, dim, hidden, order, hidden_layers) -> Flow:
         return MAF(dim, hidden, order, hidden_layers)
 

@@ -52,7 +52,7 @@ class SampleGrid(L.Callback):
             if batch is None:
                 batch = next(iter(trainer.datamodule.val_dataloader()))
             images, labels = batch[0][:8].to(module.device), batch[1][:8].to(module.device)
-            cond, _ = module.condition(images, labels, model)
+            cond = module.model_inputs((images, labels)).cond
             grids["reconstructions"] = sampling.reconstruction_grid(model, images, cond, module.n_bits)
         finally:
             model.train(was_training)

@@ -21,14 +21,17 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from glow.config import ConfigError
+from glow.errors import CheckpointError
 
 # ".<name>.<pid>.tmp": the pid lets a later run tell a dead writer's leftovers from a live one's.
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 
-
-class CheckpointError(ConfigError):
-    """A checkpoint that cannot be used; the message is one line naming the file and the problem."""
+# The layout of what train.py saves (hyper_parameters.model_config, state_dict prefixes model. and
+# ema.module.). 1: checkpoints written before the version was recorded; 2: the density-model interface.
+# Raise it when a change stops older code from reading newer checkpoints, and say in
+# ``check_format_version`` what an older one needs.
+FORMAT_VERSION = 2
+FORMAT_KEY = "glow_format_version"
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -127,7 +130,39 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
             and isinstance(checkpoint["hyper_parameters"].get("model_config"), dict)):
         raise CheckpointError(f"{name} is not a checkpoint of ours: no state_dict and "
                               f"hyper_parameters.model_config (was it written by train.py?)")
+    check_format_version(checkpoint, name)
     return checkpoint
+
+
+def format_version(checkpoint: dict) -> int:
+    version = checkpoint.get(FORMAT_KEY, 1)
+    return version if isinstance(version, int) and not isinstance(version, bool) else -1
+
+
+def check_format_version(checkpoint: dict, name: str) -> None:
+    """Versions up to this code's load (an older one's missing settings take their defaults); a newer
+    one is named with both versions."""
+    version = format_version(checkpoint)
+    if not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f"{name} has checkpoint format version {checkpoint.get(FORMAT_KEY)!r}, and this code "
+                              f"reads versions 1 to {FORMAT_VERSION}: use the project version that wrote it")
+
+
+def model_weights(checkpoint: dict, use_ema: bool = True) -> dict:
+    """The model's state dict inside a train.py checkpoint: the EMA weights when asked and present.
+
+    The average holds parameters only, so the buffers (ActNorm flags, permutations) are the live
+    model's. torch.compile wraps modules as ``_orig_mod``: stripped, so compiled and plain runs load alike.
+    """
+    state = checkpoint["state_dict"]
+
+    def under(prefix: str) -> dict:
+        return {k[len(prefix):].replace("_orig_mod.", ""): v for k, v in state.items() if k.startswith(prefix)}
+
+    live = under("model.")
+    if use_ema and any(k.startswith("ema.module.") for k in state):
+        return {**live, **under("ema.module.")}
+    return live
 
 
 def check_model_config(checkpoint: dict, model_config: dict, path: str | Path, defaults: dict | None = None,

@@ -6,9 +6,8 @@ This is the one module that reads the ``conditional`` string. Everything else as
   networks and priors get, whether there is a condition encoder (``Kind``);
 * running it: which part of ``cond`` goes where (``route``);
 * training: the condition of a batch (``training_condition``);
-* sampling: which labels a grid uses (``grid_labels``), checking labels (``check_sampling_labels``),
-  the condition for encoding real images (``encoding_condition``), which inpainting method fits
-  (``inpaint_method``) and which sample.py tasks and keys fit (``task_problem``).
+* sampling: which labels a grid uses (``grid_labels``), checking labels (``check_sampling_labels``,
+  ``label_problem``) and the condition for encoding real images (``encoding_condition``).
 
 Class labels enter the priors only (Glow's ycond), so the flow itself ignores them. The image
 condition is (observed image with the hole zeroed, hole mask), encoded by a small CNN into features
@@ -77,7 +76,7 @@ class Kind:
         if self.name is None:
             return [None] * num_levels, None
         if cond is None:
-            raise ValueError(f"this Glow is conditional ({self.name}): pass cond")
+            raise ValueError(f"this model is conditional ({self.name}): pass cond")
         if self.labels:
             return [None] * num_levels, cond
         return encoder(cond), None
@@ -106,7 +105,7 @@ def encoding_condition(model, x: Tensor, labels: Tensor | None) -> Tensor | None
     priors only), so missing or foreign labels become zeros; an inpainting model gets a condition
     with nothing observed."""
     if model.kind.labels:
-        ok = labels is not None and labels.dim() == 1 and bool((labels < model.num_classes).all())
+        ok = labels is not None and labels.dim() == 1 and bool((labels < model.kind.num_classes).all())
         return labels.long() if ok else torch.zeros(x.shape[0], dtype=torch.long)
     if model.kind.image:
         return make_condition(x, torch.ones(x.shape[0], 1, *x.shape[-2:]))
@@ -119,66 +118,38 @@ def grid_labels(model, n: int, label: int | None = None, per_class: bool = False
     if not model.kind.labels:
         return None
     if per_class:
-        return torch.arange(model.num_classes).repeat_interleave(max(1, n // model.num_classes))
+        return torch.arange(model.kind.num_classes).repeat_interleave(max(1, n // model.kind.num_classes))
     if label is not None:
         return torch.full((n,), int(label), dtype=torch.long)
-    return torch.arange(n) % model.num_classes
+    return torch.arange(n) % model.kind.num_classes
 
 
 def check_sampling_labels(model, labels: Tensor | None, n: int) -> None:
     if model.kind.image:
-        raise ValueError("this Glow is an inpainting model (conditional=image): it samples given a masked "
+        raise ValueError("this model is an inpainting model (conditional=image): it samples given a masked "
                          "image (inpainting), not from nothing")
     if model.kind.labels:
         if labels is None or len(labels) != n:
-            raise ValueError(f"this Glow is class-conditional: pass {n} labels")
-        if labels.min() < 0 or labels.max() >= model.num_classes:
-            raise ValueError(f"labels must be in 0..{model.num_classes - 1}, got {labels.tolist()}")
+            raise ValueError(f"this model is class-conditional: pass {n} labels")
+        if labels.min() < 0 or labels.max() >= model.kind.num_classes:
+            raise ValueError(f"labels must be in 0..{model.kind.num_classes - 1}, got {labels.tolist()}")
     elif labels is not None:
-        raise ValueError("this Glow is unconditional: pass no labels")
+        raise ValueError("this model is unconditional: pass no labels")
 
 
 def require_class_conditional(model) -> None:
     if not model.kind.labels:
-        raise ValueError(f"class samples need a class-conditional Glow (conditional=class), "
-                         f"this one has conditional={model.conditional!r}")
+        raise ValueError(f"class samples need a class-conditional model (conditional=class), "
+                         f"this one has conditional={model.kind.name!r}")
 
 
-def inpaint_method(model, method: str) -> str:
-    """The inpainting route for ``method`` (auto: c-Glow for an image-conditional model, else MCMC in
-    latent space; ``mcmc`` is pixel-space MALA, ``map`` a MAP fill)."""
-    if method == "auto":
-        return "cglow" if model.kind.image else "latent"
-    if method == "cglow" and not model.kind.image:
-        raise ValueError("method=cglow needs a model trained with model.conditional=image")
-    if method in ("latent", "mcmc", "map") and model.kind.name is not None:
-        raise ValueError(f"method={method} needs an unconditional model; this one is conditional={model.conditional}")
-    return method
-
-
-def task_problem(model, task: str, method: str | None, labels: dict) -> tuple[str, object, str] | None:
-    """The first (key, value, what is allowed) of a sample.py task that does not fit the model, or None.
-
-    ``labels`` maps the label keys (label, classes) to their values (an int, a list or None).
-    """
-    name = model.kind.name
-    if task == "inpaint" and method == "cglow" and not model.kind.image:
-        return "method", method, "this checkpoint is not an inpainting model (model.conditional=image): " \
-                                 "use auto, latent, mcmc or map"
-    if task == "inpaint" and method in ("latent", "mcmc", "map") and name is not None:
-        return "method", method, f"MCMC needs an unconditional model; this one is conditional={name}: use auto"
-    if task in ("sample", "temperature", "class") and model.kind.image:
-        return "task", task, "this checkpoint is an inpainting model (model.conditional=image): it samples " \
-                             "given a masked image; use interpolate, reconstruct or manipulate"
-    if task == "class" and not model.kind.labels:
-        return "task", task, f"this checkpoint is not class-conditional (model.conditional={name or 'null'}); " \
-                             f"train one with experiment=mnist_class"
-    for key, value in labels.items():
-        if value is None:
-            continue
-        if not model.kind.labels:
-            return key, value, "only a class-conditional checkpoint takes labels: use null"
-        values = [value] if isinstance(value, int) else list(value)
-        if any(v >= model.num_classes for v in values):
-            return key, value, f"use labels in 0..{model.num_classes - 1} (this model's classes)"
+def label_problem(kind: Kind, value) -> str | None:
+    """What is wrong with a label key's value (an int, a list or None) for a model of this kind, or None."""
+    if value is None:
+        return None
+    if not kind.labels:
+        return "only a class-conditional checkpoint takes labels: use null"
+    values = [value] if isinstance(value, int) else list(value)
+    if any(v >= kind.num_classes for v in values):
+        return f"use labels in 0..{kind.num_classes - 1} (this model's classes)"
     return None

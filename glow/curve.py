@@ -1,7 +1,7 @@
 """Learning curves: the test bits/dim at fixed training steps, measured inside one training run.
 
 ``TestCurve`` is a Lightning callback (add it with ``+callbacks.curve._target_=glow.curve.TestCurve``);
-at each step of ``eval_steps`` it evaluates the whole test split with the same ``GlowModule.bpd``
+at each step of ``eval_steps`` it evaluates the whole test split with the same ``DensityModule.evaluate``
 as ``trainer.test`` (EMA weights if on, the same dequantisation noise stream) and appends a row
 ``{"step", "test_bpd", "test_nonfinite", "test_images", "seconds"}`` to a JSON-lines file, so a
 crash loses nothing already measured. ``seconds`` is the training wall time, evaluation excluded.
@@ -49,7 +49,7 @@ class TestCurve(L.Callback):
         try:
             for batch_idx, (images, labels) in enumerate(trainer.datamodule.test_dataloader()):
                 batch = (images.to(module.device), labels.to(module.device))
-                bpd, _ = module.bpd(batch, model, module.noise_generator(1, batch_idx))
+                bpd = module.evaluate(batch, batch_idx)["bpd"]
                 finite = torch.isfinite(bpd)
                 nonfinite += int((~finite).sum())
                 total += float(bpd[finite].double().sum())

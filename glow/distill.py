@@ -29,17 +29,23 @@ import torch
 from torch import Tensor, nn
 
 from glow.autoregressive import IAFModel, MAFModel, student_state
-from glow.quantize import bits_per_dim, preprocess
+from glow.checkpoints import model_weights, read_checkpoint
+from glow.density import Capabilities, DensityModel, ModelInputs, ObjectiveTerms
+from glow.quantize import bits_per_dim
 
 STUDENT_INITS = ("teacher", "actnorm")
 TEACHER_FAMILIES = ("maf",)
 
 
-def check_arguments(teacher_ckpt=None, student_init="teacher", **_) -> None:
+def check_arguments(teacher_ckpt, student_init, **_) -> None:
     """The config's checks (before the teacher is read): a teacher checkpoint file, a known student_init."""
     if teacher_ckpt is None or not Path(str(teacher_ckpt)).is_file():
         raise ValueError(f"teacher_ckpt={teacher_ckpt!r} is not allowed: give the checkpoint file of a MAF run, "
                          f"e.g. teacher_ckpt=outputs/maf_mnist/<run>/checkpoints/last.ckpt")
+    check_student_init(student_init)
+
+
+def check_student_init(student_init) -> None:
     if student_init not in STUDENT_INITS:
         raise ValueError(f"model.student_init={student_init!r} is not allowed: use one of {', '.join(STUDENT_INITS)}")
 
@@ -57,14 +63,11 @@ def distillation_loss(student, teacher, n: int, generator: torch.Generator | Non
     return log_q - teacher.log_prob(x.view(n, *teacher.image_shape))
 
 
-class Distill(nn.Module):
-    eval_figures = ("teacher_bpd", "kl_estimate")
-
+class Distill(DensityModel):
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), teacher_config: dict | None = None,
                  teacher_ckpt: str | None = None, student_init: str = "teacher", seed: int = 0):
-        super().__init__()
-        if student_init not in STUDENT_INITS:
-            raise ValueError(f"model.student_init={student_init!r} is not allowed: use one of {', '.join(STUDENT_INITS)}")
+        super().__init__(image_shape)
+        check_student_init(student_init)
         check_teacher(teacher_config, teacher_ckpt)
         arch = {k: v for k, v in teacher_config.items() if k not in ("family", "image_shape")}
         if tuple(teacher_config.get("image_shape", image_shape)) != tuple(image_shape):
@@ -73,8 +76,8 @@ class Distill(nn.Module):
         self.teacher_ckpt, self.student_init = teacher_ckpt, student_init
         self.teacher = MAFModel(image_shape, **arch).requires_grad_(False)
         self.student = IAFModel(image_shape, **arch)
-        self.image_shape, self.num_dims = self.student.image_shape, self.student.num_dims
-        self.kind, self.class_head, self.n_bits = self.student.kind, None, 8
+        # the student's density, latent code and samples; no inpainting route (its density takes D passes)
+        self.capabilities = Capabilities(eval_figures=("teacher_bpd", "kl_estimate"))
         self.latent_shapes = self.student.latent_shapes
         self.register_buffer("initialized", torch.tensor(False))
 
@@ -85,9 +88,7 @@ class Distill(nn.Module):
             return False
         if self.teacher_ckpt is None:
             raise ValueError("teacher_ckpt=None is not allowed: give the MAF checkpoint to distil")
-        from glow.sampling.load import load  # here: glow.sampling imports the model families
-
-        self.teacher.load_state_dict(load(self.teacher_ckpt).state_dict())
+        self.teacher.load_state_dict(model_weights(read_checkpoint(self.teacher_ckpt)))
         state = student_state(self.teacher.state_dict())
         if self.student_init == "actnorm":
             state = {k: v for k, v in state.items() if ".made." not in k}
@@ -104,18 +105,19 @@ class Distill(nn.Module):
         self.teacher.eval()
         return self
 
-    # -- the family interface used by GlowModule ---------------------------------------------------
-    def objective(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None) -> Tensor:
-        """KL estimate per student sample, in bits per dimension (one sample per image of the batch)."""
-        return distillation_loss(self.student, self.teacher, images.shape[0], generator) / (self.num_dims * math.log(2))
+    # -- the family interface used by DensityModule ---------------------------------------------------
+    def objective(self, inputs: ModelInputs, terms: ObjectiveTerms) -> tuple[Tensor, dict[str, Tensor]]:
+        """The KL estimate in bits per dimension, one student sample per image of the batch."""
+        kl = distillation_loss(self.student, self.teacher, inputs.images.shape[0], inputs.generator)
+        loss = (kl / (self.num_dims * math.log(2))).mean().float()
+        return loss, {"loss": loss}
 
     @torch.no_grad()
-    def evaluate(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None,
-                 iw_samples: int = 0) -> dict[str, Tensor]:
-        x = preprocess(images, n_bits, generator=generator)
+    def evaluate(self, inputs: ModelInputs, iw_samples: int = 0) -> dict[str, Tensor]:
+        x, n_bits = inputs.x, inputs.n_bits
         return {"bpd": bits_per_dim(self.student.log_prob(x), self.num_dims, n_bits),
                 "teacher_bpd": bits_per_dim(self.teacher.log_prob(x), self.num_dims, n_bits),
-                "kl_estimate": distillation_loss(self.student, self.teacher, images.shape[0], generator)}
+                "kl_estimate": distillation_loss(self.student, self.teacher, x.shape[0], inputs.generator)}
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         return self.student.log_prob(x)

@@ -6,7 +6,9 @@
     iaf      glow.autoregressive.IAFModel: sampling in one pass
     distill  glow.distill.Distill: an IAF student distilled from a MAF teacher checkpoint
 
-What GlowModule needs of a family is written in docs/architecture.md ("Model families").
+Every family is a glow.density.DensityModel; docs/architecture.md ("Model families") says what each can do.
+Adding a family: its module, a row in CLASSES, and (if some check needs more than its constructor)
+a row in CHECKS.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from torch import nn
-
 from glow import autoregressive, distill, vae
+from glow.checkpoints import read_checkpoint
+from glow.density import DensityModel
+from glow.errors import CheckpointError
 from glow.model import Glow
+from glow.model_args import check_arguments as check_glow_arguments
 
 CLASSES = {"glow": Glow, "vae": vae.VAE, "maf": autoregressive.MAFModel, "iaf": autoregressive.IAFModel,
            "distill": distill.Distill}
-CHECKS = {"vae": vae.check_arguments, "maf": autoregressive.check_arguments, "iaf": autoregressive.check_arguments,
-          "distill": distill.check_arguments}
+CHECKS = {"glow": check_glow_arguments, "vae": vae.check_arguments, "maf": autoregressive.check_arguments,
+          "iaf": autoregressive.check_arguments, "distill": distill.check_arguments}
 
 
 def family_of(model_config) -> str:
@@ -36,8 +40,8 @@ def arguments(model_config) -> dict[str, Any]:
     return {k: v for k, v in dict(model_config).items() if k != "family"}
 
 
-def check(model_config) -> None:
-    """A non-Glow family's argument checks (Glow's are glow.model_args.check_arguments): unknown keys, bad values."""
+def check_keys(model_config) -> str:
+    """The family's name, or a one-line ValueError for the first key its constructor does not take."""
     family = family_of(model_config)
     known = set(inspect.signature(CLASSES[family]).parameters)
     unknown = [k for k in arguments(model_config) if k not in known]
@@ -45,11 +49,23 @@ def check(model_config) -> None:
         value = model_config[unknown[0]]
         raise ValueError(f"model.{unknown[0]}={value!r} is not allowed: model.family={family} takes "
                          f"{', '.join(sorted(known - {'image_shape', 'teacher_config'}))}")
-    CHECKS[family](**arguments(model_config))
+    return family
 
 
-def build_model(model_config: dict) -> nn.Module:
-    return CLASSES[family_of(model_config)](**arguments(model_config))
+def check(model_config) -> None:
+    """A config's model keys, before anything is built or read: unknown keys, then bad values (including
+    what only a new run needs, such as a distillation teacher's checkpoint file)."""
+    family = check_keys(model_config)
+    check_values = CHECKS[family]
+    takes = inspect.signature(check_values).parameters
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in takes.values())
+    values = {**defaults(model_config), **arguments(model_config)}  # each default is written once: the class's
+    check_values(**{k: v for k, v in values.items() if takes_all or k in takes})
+
+
+def build_model(model_config: dict) -> DensityModel:
+    """The family's model; an unknown key is a one-line ValueError, and its constructor checks the values."""
+    return CLASSES[check_keys(model_config)](**arguments(model_config))
 
 
 def defaults(model_config: dict) -> dict:
@@ -62,8 +78,6 @@ def complete_config(model_config: dict) -> dict:
     """What the config takes from elsewhere: a distillation run its teacher's architecture (from teacher_ckpt)."""
     if family_of(model_config) != "distill":
         return model_config
-    from glow.checkpoints import CheckpointError, read_checkpoint
-
     path = model_config.get("teacher_ckpt")
     if path is None:
         raise ValueError("teacher_ckpt=None is not allowed: give the checkpoint of a MAF run, "

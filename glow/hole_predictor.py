@@ -4,7 +4,7 @@ inpainting condition (masked image, hole), which glow.flows.hole_shift subtracts
 Its own small U-Net (glow.unet) and a zero-initialised conv on the U-Net's finest features, laid out to
 the image's size by depth-to-space; so it starts at mu = 0 and the shift at the identity.
 
-It is trained by mean squared error on the hole only (GlowModule, ``module.hole_regression_weight``),
+It is trained by mean squared error on the hole only (DensityModule, ``module.hole_regression_weight``),
 never by the likelihood: the flow sees mu(c) with its gradient stopped. Why: trained by the likelihood
 as well, mu moved away from the conditional mean, because a constant shift keeps MNIST's background
 spike (every black pixel dequantised within 1/256 of -0.5) in one place, which the flow models more

@@ -3,26 +3,13 @@
     x -> [squeeze -> K x (actnorm -> permutation -> coupling) -> split] x (L-1)
       -> squeeze -> K x (actnorm -> permutation -> coupling) -> z_L
 
-Each split hands one latent z_i (with a learned conditional prior p(z_i | h_i)) to the latent list,
-finest first; the last level's output is z_L under the top prior. Hence
+    log p(x) = sum_i log p(z_i | h_i) + log p(z_L) + log|det dz/dx|
 
-    log p(x) = sum_i log p(z_i | h_i) + log p(z_L) + log|det dz/dx|.
-
-The coupling networks, priors and zero layers are openai/glow's (see glow.nets): inner ActNorm in
-every coupling network, exp(3 * logs)-scaled zero layers, a per-channel learned top prior. Each can
-be switched off for ablations (``inner_actnorm``, ``zero_logscale``, ``learn_top_per_position``).
-
-Conditioning (``conditional``): ``"class"`` passes integer labels to every prior (Glow's ycond),
-optionally with a classification head on the top latent (``class_head``: a linear layer on z_L
-averaged over space, giving logits; trained by the module's ``classifier_weight``); ``"image"``
-passes a masked image and its mask (c-Glow inpainting), encoded by a small CNN (``cond_encoder=cnn``)
-or a U-Net (``unet``, glow.unet) into features at each level's resolution that reach every coupling
-network and every prior; ``conditional_layers=true`` adds Lu & Huang's conditional ActNorm and
-replaces the permutation by their conditional 1x1 conv (glow/flows/cond_*.py) in every step;
-``observed_noise=uniform|gaussian`` first maps each observed pixel to its own dequantisation noise
-(glow.flows.observed; gaussian: pushed through the normal quantile function, so it is exactly N(0, 1)),
-so the flow spends its capacity on the hole; ``hole_predictor=true`` then subtracts a prediction of the
-hole from the condition (glow.flows.hole_shift), so the flow models the residual.
+Each split hands one latent z_i, with a learned conditional prior p(z_i | h_i), to the latent list,
+finest first. The coupling networks, priors and zero layers are openai/glow's (glow.nets); each of
+their departures can be switched off for ablations (``inner_actnorm``, ``zero_logscale``,
+``learn_top_per_position``). Conditioning (``conditional=class|image``, c-Glow's ``conditional_layers``,
+``observed_noise`` and ``hole_predictor``) is described in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -33,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from glow.conditioning import make_condition
+from glow.density import Capabilities, DensityModel, ModelInputs, ObjectiveTerms
 from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm, actnorms_initialized, initialize_actnorms
 from glow.flows.base import Flow, zeros_logdet
 from glow.flows.cond_actnorm import ConditionalActNorm
@@ -44,6 +32,7 @@ from glow.flows.coupling import Coupling
 from glow.flows.memory import MemoryFlowSequence
 from glow.flows.permute import Reverse, Shuffle
 from glow.flows.squeeze import Squeeze
+from glow.glow_objectives import with_classifier, with_hole_regression
 from glow.hole_predictor import HolePredictor
 from glow.nets import ConditionEncoder, freeze_output_logscales
 from glow.unet import UNetEncoder
@@ -56,7 +45,13 @@ def _permutation(kind: str, channels: int, seed: int) -> Flow:
             "conv": lambda: InvConv1x1(channels), "conv_lu": lambda: InvConv1x1LU(channels)}[kind]()
 
 
-class Glow(nn.Module):
+def inpaint_routes(kind) -> tuple[str, ...]:
+    """An inpainting model samples the hole directly; an unconditional one by MCMC on its latent draws
+    (best), in pixel space, or by a MAP fill; a class-conditional one has no route."""
+    return ("cglow",) if kind.image else ("latent", "mcmc", "map") if kind.name is None else ()
+
+
+class Glow(DensityModel):
     def __init__(self, image_shape: Sequence[int] = (3, 32, 32), levels: int = 3, steps: int = 32,
                  hidden_channels: int = 512, coupling: str = "affine", permutation: str = "conv_lu",
                  mask: str = "channel", actnorm: bool = True, learn_top: bool = True, final_scaling: bool = False,
@@ -66,36 +61,36 @@ class Glow(nn.Module):
                  pixel_actnorm: bool = False, affine_scale: str = "sigmoid", cond_encoder: str = "cnn",
                  conditional_layers: bool = False, observed_noise: str | bool = "none", memory: str = "none",
                  compile: bool = False, channels_last: bool = False, hole_predictor: bool = False):
-        super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
-        self.kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
+        super().__init__(image_shape)
+        kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
                                     conditional, num_classes, class_head, affine_scale, cond_encoder,
                                     conditional_layers, observed_noise, memory, compile, channels_last,
                                     hole_predictor)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
-            raise ValueError(f"model.levels={levels} is not allowed for image size {h}x{w}: "
-                             f"height and width must be divisible by 2^levels={2 ** levels}")
+            size = h if h == w else f"{h}x{w}"  # the data's image size (data.image_size, or the data set's own)
+            raise ValueError(f"data.image_size={size} is not allowed with model.levels={levels}: height and "
+                             f"width must be divisible by 2^levels={2 ** levels} (or change model.levels)")
 
-        self.image_shape = image_shape
-        self.num_dims = c * h * w
+        self.capabilities = Capabilities(conditioning=kind, inpaint_routes=inpaint_routes(kind), class_head=class_head,
+                                         hole_predictor=hole_predictor,
+                                         eval_figures=("hole_bpd",) if kind.image else ())
         self.num_levels = levels
-        self.conditional = conditional
-        self.num_classes = classes = self.kind.num_classes
+        classes = kind.num_classes
         encoder = UNetEncoder if cond_encoder == "unet" else ConditionEncoder
-        self.encoder = encoder(c + 1, levels, cond_channels) if self.kind.image else None
-        feature_channels = self.kind.feature_channels(cond_channels)
+        self.encoder = encoder(c + 1, levels, cond_channels) if kind.image else None
+        feature_channels = kind.feature_channels(cond_channels)
         # c-Glow: observed pixels become their own dequantisation noise (glow.flows.observed)
         observed_noise = {True: "uniform", False: "none"}.get(observed_noise, observed_noise)
         self.observed = ObservedAsNoise(c, distribution=observed_noise) if observed_noise != "none" else None
         # c-Glow: the hole is modelled as a residual around a prediction from the condition (glow.flows.hole_shift)
         self.hole_predictor = HolePredictor(c, levels, cond_channels) if hole_predictor else None
         self.hole_shift = HoleShift() if hole_predictor else None
-        # the bit depth of the data this model was trained on (train and glow.sampling.load set it)
-        self.n_bits = 8
-        # torch.compile of each level's flow, applied by compile_levels (GlowModule, the benchmark);
+        self.n_bits = 8  # again, now that the observed-pixel layer that shares it exists
+        # torch.compile of each level's flow, applied by compile_levels (DensityModule, the benchmark);
         # nn.Module.compile keeps the state_dict keys, so checkpoints load into either kind of model
         self.use_compile = compile
 
@@ -149,6 +144,14 @@ class Glow(nn.Module):
         """torch.compile each level's flow in place (state_dict keys unchanged)."""
         for level in self.levels:
             level.compile()
+
+    def compile_if_asked(self) -> None:
+        if self.use_compile:
+            self.compile_levels()
+
+    @property
+    def anchor(self) -> Tensor:
+        return self.top_prior.anchor
 
     @property
     def n_bits(self) -> int:
@@ -214,6 +217,14 @@ class Glow(nn.Module):
         """Natural-log density of x, shape [B]."""
         _, logdet, log_prior = self._encode(x, cond)
         return log_prior + logdet
+
+    def objective(self, inputs: ModelInputs, terms: ObjectiveTerms) -> tuple[Tensor, dict[str, Tensor]]:
+        """bits/dim, plus the class head's or the hole predictor's term when the model has one (glow_objectives)."""
+        if self.class_head is not None and terms.classifier_weight:
+            return with_classifier(self, inputs, terms.classifier_weight)
+        if self.hole_predictor is not None:
+            return with_hole_regression(self, inputs, terms.hole_regression_weight)
+        return super().objective(inputs, terms)
 
     def log_prob_and_hole_prediction(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         """``log_prob(x, cond)`` and the hole predictor's image mu(c) (with its gradient), from one pass."""

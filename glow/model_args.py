@@ -1,7 +1,8 @@
 """Glow's constructor arguments that need no image: the allowed values and their one-line checks.
 
-Glow() (glow.model) and glow.config.validate_model both call ``check_arguments``, so each check is
-written once, and a config error names ``model.<key>``, its value and what is allowed.
+Glow() (glow.model) and glow.families.check both call ``check_arguments``, so each check is written
+once, and a config error names ``model.<key>``, its value and what is allowed. Its defaults are Glow's
+constructor's: glow.families.check fills them in.
 """
 
 from __future__ import annotations
@@ -31,13 +32,10 @@ def _positive_int(name: str, value) -> None:
         raise ValueError(f"model.{name}={value!r} is not allowed: use a positive integer")
 
 
-def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coupling="affine",
-                    permutation="conv_lu", mask="channel", conditional=None, num_classes=10,
-                    class_head=False, affine_scale="sigmoid", cond_encoder="cnn", conditional_layers=False,
-                    observed_noise="none", memory="none", compile=False, channels_last=False,
-                    hole_predictor=False) -> Kind:
-    """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``.
-    Glow() and glow.config.validate_model both call this, so each check is written once."""
+def check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask, conditional,
+                    num_classes, class_head, affine_scale, cond_encoder, conditional_layers, observed_noise,
+                    memory, compile, channels_last, hole_predictor) -> Kind:
+    """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
                         ("spline_bins", spline_bins)]:
         _positive_int(name, value)

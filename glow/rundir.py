@@ -42,7 +42,7 @@ def is_rank_zero() -> bool:
 def resolve_ckpt_path(ckpt_path, output_dir: str | Path):
     """``ckpt_path=last`` -> this run directory's checkpoints/last.ckpt; a used directory without a
     ckpt_path -> ConfigError. Returns the checkpoint path to use (or None)."""
-    from glow.config import ConfigError  # imported here: run_id() must stay cheap to import
+    from glow.errors import ConfigError  # imported here: run_id() must stay cheap to import
 
     checkpoints = Path(output_dir) / "checkpoints"
     if ckpt_path == "last":

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glow.conditioning import Kind
+from glow.density import Capabilities, DensityModel, ModelInputs, ObjectiveTerms
 from glow.flows.base import Flow, FlowSequence
 from glow.flows.iaf import IAF
 from glow.flows.made import orders
@@ -45,8 +45,9 @@ POSTERIORS = ("none", "planar", "radial", "sylvester_o", "sylvester_h", "sylvest
 IW_CHUNK = 16384  # (image, sample) pairs per pass of the importance-weighted bound
 
 
-def check_arguments(posterior="none", latent_dim=32, hidden=300, flow_length=4, sylvester_columns=16,
-                    householder=4, iaf_hidden=320, centered_flow=False, **_) -> None:
+def check_arguments(posterior, latent_dim, hidden, flow_length, sylvester_columns, householder, iaf_hidden,
+                    centered_flow, **_) -> None:
+    """The VAE's argument checks (its defaults are the constructor's; glow.families.check fills them in)."""
     if posterior not in POSTERIORS:
         raise ValueError(f"model.posterior={posterior!r} is not allowed: use one of {', '.join(POSTERIORS)}")
     if not isinstance(centered_flow, bool):
@@ -94,21 +95,18 @@ def binarize(images: Tensor, generator: torch.Generator | None = None) -> Tensor
     return (torch.rand(p.shape, generator=generator, device=p.device) < p).float()
 
 
-class VAE(nn.Module):
-    has_kl_term = True  # GlowModule may anneal it (module.kl_warmup_steps)
-    eval_figures = ("neg_elbo", "nll_iw", "nll_iw_bpd")  # per image, nats (nll_iw_bpd: bits per pixel)
-
+class VAE(DensityModel):
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), posterior: str = "none", latent_dim: int = 32,
                  hidden: int = 300, flow_length: int = 4, sylvester_columns: int = 16, householder: int = 4,
                  iaf_hidden: int = 320, centered_flow: bool = False, seed: int = 0):
-        super().__init__()
+        super().__init__(image_shape)
         check_arguments(posterior, latent_dim, hidden, flow_length, sylvester_columns, householder, iaf_hidden,
                         centered_flow)
         self.centered_flow = centered_flow
-        self.image_shape = tuple(int(s) for s in image_shape)
-        self.num_dims = math.prod(self.image_shape)
         self.posterior, self.latent_dim = posterior, latent_dim
-        self.kind, self.class_head, self.n_bits = Kind(None), None, 8
+        # a bound, not a density; an approximate code (posterior mean, decoder mean); figures per image, nats
+        self.capabilities = Capabilities(latent_code="approximate", density="bound", kl_term=True,
+                                         eval_figures=("neg_elbo", "nll_iw", "nll_iw_bpd"))
         self.latent_shapes = [(latent_dim,)]
         self.encoder = mlp([self.num_dims, hidden, hidden])
         self.mean = nn.Linear(hidden, latent_dim)
@@ -173,19 +171,21 @@ class VAE(nn.Module):
         """Importance-weighted NLL estimate with k samples per image (Burda et al. 2016), nats [B]."""
         return self.iw_bounds(x, k, generator)[0]
 
-    # -- the family interface used by GlowModule ---------------------------------------------------
-    def objective(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None,
-                  kl_weight: float = 1.0) -> Tensor:
-        """Per-image training loss: -ELBO in bits per pixel (Adam and the clip norm see a bits/dim scale),
-        its KL part scaled by kl_weight (GlowModule's module.kl_warmup_steps anneals it from 0 to 1)."""
-        return self.neg_elbo(binarize(images, generator), generator, kl_weight) / (self.num_dims * math.log(2))
+    # -- the density-model interface (glow.density) -------------------------------------------------
+    def objective(self, inputs: ModelInputs, terms: ObjectiveTerms) -> tuple[Tensor, dict[str, Tensor]]:
+        """-ELBO in bits per pixel (Adam and the clip norm see a bits/dim scale), its KL part scaled by
+        terms.kl_weight (module.kl_warmup_steps anneals it from 0 to 1)."""
+        generator = inputs.generator
+        neg_elbo = self.neg_elbo(binarize(inputs.images, generator), generator, terms.kl_weight)
+        loss = (neg_elbo / (self.num_dims * math.log(2))).mean().float()
+        return loss, {"loss": loss}
 
     @torch.no_grad()
-    def evaluate(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None,
-                 iw_samples: int = 0) -> dict[str, Tensor]:
+    def evaluate(self, inputs: ModelInputs, iw_samples: int = 0) -> dict[str, Tensor]:
         """-ELBO (one posterior sample per image, or the mean over the iw_samples when given: less MC noise),
         and with iw_samples the importance-weighted NLL; nats per image, "bpd" the -ELBO in bits per pixel."""
-        x = binarize(images, generator)
+        generator = inputs.generator
+        x = binarize(inputs.images, generator)
         figures = {}
         if iw_samples:
             nll, neg_elbo = self.iw_bounds(x, iw_samples, generator)
@@ -212,8 +212,3 @@ class VAE(nn.Module):
                noise: Sequence[Tensor] | None = None) -> Tensor:
         z = noise[0] if noise is not None else torch.randn(n, self.latent_dim, device=self.mean.weight.device)
         return self.decode([z * temperature])
-
-    def initialize(self, x: Tensor, cond: Tensor | None = None) -> bool:
-        return False  # no data-dependent init
-
-    is_initialized = True

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from glow.config import ConfigError, exit_with_config_error
+from glow.errors import ConfigError, exit_with_config_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="demo")

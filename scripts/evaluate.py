@@ -17,8 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from glow.checkpoints import read_checkpoint
-from glow.config import ConfigError, check_image_shape, exit_with_config_error, validate_ckpt_path
-from glow.module import GlowModule
+from glow.config import validate_ckpt_path
+from glow.data.checks import check_image_shape
+from glow.errors import ConfigError, exit_with_config_error
+from glow.module import DensityModule
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -30,7 +32,7 @@ def evaluate(cfg: DictConfig) -> dict:
         datamodule = instantiate(cfg.data)
     except (ConfigError, ValueError) as err:
         exit_with_config_error(err)
-    module = GlowModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    module = DensityModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
     if not cfg.ema:
         module.ema = None
     try:
@@ -44,8 +46,9 @@ def evaluate(cfg: DictConfig) -> dict:
                f"{cfg.split}_nonfinite": int(metrics[f"{cfg.split}/nonfinite"]),
                "ckpt_path": str(cfg.ckpt_path), "ema": module.ema is not None,
                "precision": str(cfg.trainer.precision)}
-    if f"{cfg.split}/hole_bpd" in metrics:
-        results[f"{cfg.split}_hole_bpd"] = metrics[f"{cfg.split}/hole_bpd"]
+    for name in module.model.capabilities.eval_figures:  # the family's own figures, e.g. hole_bpd
+        if f"{cfg.split}/{name}" in metrics:
+            results[f"{cfg.split}_{name}"] = metrics[f"{cfg.split}/{name}"]
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir) / "results.json"
         out.write_text(json.dumps(results, indent=2) + "\n")

@@ -43,11 +43,13 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional import structural_similarity_index_measure as ssim
 from tqdm import tqdm
 
-from glow.conditioning import inpaint_method
-from glow.config import ConfigError, check_image_shape, exit_with_config_error, validate_ckpt_path
-from glow.sampling.inpaint import DEFAULT_TEMPERATURE, METHODS, completions_uint8, inpaint
+from glow.conditioning import make_condition
+from glow.config import validate_ckpt_path
+from glow.data.checks import check_image_shape
+from glow.density import DensityModel
+from glow.errors import ConfigError, exit_with_config_error
+from glow.sampling.inpaint import METHODS, ROUTES, completions_uint8, inpaint, pick_route
 from glow.masks import MASK_KINDS, make_mask
-from glow.model import Glow
 from glow.quantize import bits_per_dim, preprocess
 from glow.sampling import load, save_grid
 
@@ -102,7 +104,7 @@ def score(completions: torch.Tensor, test: torch.Tensor, hole: torch.Tensor) -> 
             "diversity": diversity, "observed_max_abs_change": int(change.max()) if change.numel() else 0}
 
 
-def complete(model: Glow, images: torch.Tensor, mask: torch.Tensor, method: str, temperature, cfg: DictConfig,
+def complete(model: DensityModel, images: torch.Tensor, mask: torch.Tensor, method: str, temperature, cfg: DictConfig,
              device, seed: int) -> tuple[torch.Tensor, dict]:
     """uint8 completions [N, n, C, H, W] of uint8 images by one route, and what the route reports."""
     n_bits, generator = model.n_bits, torch.Generator().manual_seed(seed)
@@ -120,12 +122,12 @@ def complete(model: Glow, images: torch.Tensor, mask: torch.Tensor, method: str,
         if result.method == "cglow":
             with torch.no_grad():
                 bpd = bits_per_dim(model.log_prob(preprocess(batch, n_bits, generator=None),
-                                                  Glow.make_condition(x, m)), model.num_dims, n_bits)
+                                                  make_condition(x, m)), model.num_dims, n_bits)
             cond_bpd.append(bpd.cpu())
             missing = (m.flatten(1).sum(1) * batch.shape[1]).clamp_min(1)
             hole_bpd.append((bpd * model.num_dims / missing).cpu())
     seconds = time.time() - start
-    used = DEFAULT_TEMPERATURE[result.method] if temperature is None else temperature
+    used = ROUTES[result.method].temperature if temperature is None else temperature
     info = {"method": result.method, "temperature": used, "seconds": round(seconds, 1),
             "seconds_per_8_images": round(seconds * 8 / images.shape[0], 1)}
     for key in sorted({k for s in stats for k, v in s.items() if isinstance(v, (int, float)) and v is not None}):
@@ -196,9 +198,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup("test")
     try:
         check_image_shape(datamodule.image_shape, model.image_shape, cfg.data.name)
-        methods = [inpaint_method(model, m) if m == "auto" else m for m in methods]
-        for m in methods:
-            inpaint_method(model, m)
+        methods = [pick_route(model, m) for m in methods]
     except (ConfigError, ValueError) as err:
         exit_with_config_error(err)
     test = all_images(datamodule.test_set, cfg.n_images)

@@ -26,7 +26,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from glow.config import exit_with_config_error
+from glow.errors import exit_with_config_error
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from glow.flows import ConditionalActNorm, ConditionalInvConv1x1
 from glow.flows.observed import ObservedAsNoise
 from glow.masks import make_mask
 from glow.quantize import preprocess
-from glow.sampling.inpaint import cglow_inpaint, completions_uint8
+from glow.sampling.inpaint import completions_uint8, inpaint
 
 
 def test_conditional_layers_depend_on_the_condition_and_stay_exact_per_sample():
@@ -112,7 +112,7 @@ def test_full_cglow_keeps_observed_pixels_bit_exact(observed_noise):
                          cond_encoder="unet", conditional_layers=True, observed_noise=observed_noise), 0.05)
     images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
     mask = make_mask("center", 2, (8, 8))
-    result = cglow_inpaint(model, preprocess(images, 8, dequantize=False), mask, n=3)
+    result = inpaint(model, preprocess(images, 8, dequantize=False), mask, n=3, method="cglow")
     filled = completions_uint8(result, images, mask, 8)
     keep = (mask == 0).expand_as(images.float()).unsqueeze(1).expand_as(filled)
     assert torch.equal(filled[keep], images.unsqueeze(1).expand_as(filled)[keep])

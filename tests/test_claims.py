@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from glow.exactness import perturb
-from glow.module import GlowModule
+from glow.module import DensityModule
 from glow.quantize import bits_per_dim, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,31 +42,31 @@ def test_n_bits_below_8_drops_low_bits_and_uses_bin_centres():
 
 def test_module_bits_per_dim_of_a_uniform_density_is_n_bits():
     """A model with log p(y) = 0 (the uniform density on the unit cube) costs exactly n_bits per dim."""
-    module = GlowModule(TINY, n_bits=5)
+    module = DensityModule(TINY, n_bits=5)
     module.model.log_prob = lambda x, cond=None: torch.zeros(x.shape[0])
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
-    bpd, _ = module.bpd((images, torch.zeros(3, dtype=torch.long)), module.model)
+    bpd = module.evaluate((images, torch.zeros(3, dtype=torch.long)), 0)["bpd"]
     assert bpd.tolist() == pytest.approx([5.0, 5.0, 5.0], abs=1e-12)
 
 
 # -- EMA, warmup, clipping ---------------------------------------------------------------------------
 def test_evaluation_uses_the_ema_weights():
     torch.manual_seed(0)
-    module = GlowModule(TINY, ema_decay=0.9)
+    module = DensityModule(TINY, ema_decay=0.9)
     perturb(module.model, 0.05, seed=1)
     perturb(module.ema.module, 0.05, seed=2)  # the average now differs from the live weights
     batch = (torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
     with torch.no_grad():
         module._eval_step("val", batch, 0)
         evaluated = module.eval_metrics["val"].compute_and_reset()["bpd"].item()
-        ema = module.bpd(batch, module.ema.module, module.noise_generator(1, 0))[0].mean().item()
-        live = module.bpd(batch, module.model, module.noise_generator(1, 0))[0].mean().item()
+        ema = module.ema.module.evaluate(module.model_inputs(batch, module.noise_generator(1, 0)))["bpd"].mean().item()
+        live = module.model.evaluate(module.model_inputs(batch, module.noise_generator(1, 0)))["bpd"].mean().item()
     assert evaluated == pytest.approx(ema, abs=1e-6)
     assert abs(ema - live) > 1e-3, "the EMA and live weights give the same figure: nothing tested"
 
 
 def test_warmup_is_linear_then_constant():
-    module = GlowModule(TINY, lr=1e-3, warmup_steps=4)
+    module = DensityModule(TINY, lr=1e-3, warmup_steps=4)
     config = module.configure_optimizers()
     optimizer, schedule = config["optimizer"], config["lr_scheduler"]["scheduler"]
     rates = []

@@ -10,22 +10,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glow.module import GlowModule
+from glow.module import DensityModule
 from glow.sampling.load import load
 
 CONFIG = {"image_shape": [3, 8, 8], "levels": 2, "steps": 2, "hidden_channels": 8}
 
 
-def _module(compile: bool, seed: int) -> GlowModule:
+def _module(compile: bool, seed: int) -> DensityModule:
     torch.manual_seed(seed)
-    module = GlowModule({**CONFIG, "compile": compile})
+    module = DensityModule({**CONFIG, "compile": compile})
     module.model.initialize(torch.rand(4, 3, 8, 8) - 0.5)
-    if compile:  # what GlowModule.on_fit_start does after the ActNorm init
+    if compile:  # what DensityModule.on_fit_start does after the ActNorm init
         module.model.compile_levels()
     return module
 
 
-def _checkpoint(module: GlowModule, path, wrap_keys: bool = False):
+def _checkpoint(module: DensityModule, path, wrap_keys: bool = False):
     state = module.state_dict()
     if wrap_keys:  # what a torch.compile(model)-wrapped run would have written
         state = {k.replace("model.", "model._orig_mod.", 1) if k.startswith("model.") else k: v
@@ -61,7 +61,7 @@ def test_compiled_levels_compute_what_eager_ones_do():
     """Runs inductor once on a one-level, one-step Glow (minutes on 2 CPU cores)."""
     torch.manual_seed(0)
     config = {"image_shape": [3, 4, 4], "levels": 1, "steps": 1, "hidden_channels": 4}
-    eager, compiled = GlowModule(config).model, GlowModule({**config, "compile": True}).model
+    eager, compiled = DensityModule(config).model, DensityModule({**config, "compile": True}).model
     x = torch.rand(2, 3, 4, 4) - 0.5
     eager.initialize(x)
     compiled.load_state_dict(eager.state_dict())
@@ -77,7 +77,7 @@ def test_every_level_traces_as_one_graph(memory, permutation):
     (keyed on data pointers) once broke every level into ten graphs, and model.compile ran slower than
     eager. torch._dynamo.explain traces without running inductor, so this is quick."""
     torch.manual_seed(0)
-    model = GlowModule({**CONFIG, "levels": 2, "memory": memory, "permutation": permutation,
+    model = DensityModule({**CONFIG, "levels": 2, "memory": memory, "permutation": permutation,
                         "channels_last": True}).model
     model.initialize(torch.rand(4, 3, 8, 8) - 0.5)
     x = torch.randn(4, 12, 4, 4).contiguous(memory_format=torch.channels_last)
@@ -99,7 +99,7 @@ def test_compiled_invertible_step_gives_eager_gradients():
     grads = []
     for compile in (False, True):
         torch.manual_seed(0)
-        model = GlowModule({**CONFIG, "memory": "invertible", "channels_last": True}).model
+        model = DensityModule({**CONFIG, "memory": "invertible", "channels_last": True}).model
         model.initialize(images)
         if compile:
             model.compile_levels()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from glow.config import ConfigError
+from glow.errors import ConfigError
 from glow.demo import actions
 from glow.demo.images import display_factor, from_display, mask_from_layers, read_upload, to_display
 from glow.demo.serve import choose_checkpoint, validate_demo

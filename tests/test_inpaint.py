@@ -11,7 +11,8 @@ import torch
 
 from glow import Glow
 from glow.flows import ActNorm, FlowSequence, InvConv1x1
-from glow.sampling.inpaint import cglow_inpaint, mala, mcmc_inpaint
+from glow.sampling.inpaint import inpaint
+from glow.sampling.pixel_mcmc import mala
 from glow.masks import MaskSampler, make_mask
 from glow.priors import gaussian_log_prob
 from tests.helpers import jacobian_logdet, perturb
@@ -78,12 +79,12 @@ def test_observed_pixels_unchanged_and_completions_differ(method):
     mask = make_mask("center", 2, (8, 8))
     torch.manual_seed(1)
     if method == "cglow":
-        result = cglow_inpaint(model, x, mask, n=3)
-        other = cglow_inpaint(model, x, mask, n=3)
+        result = inpaint(model, x, mask, n=3, method="cglow")
+        other = inpaint(model, x, mask, n=3, method="cglow")
     else:
-        kw = dict(steps=20, map_steps=20 if method == "map" else 0)
-        result = mcmc_inpaint(model, x, mask, n=3, generator=torch.Generator().manual_seed(1), **kw)
-        other = mcmc_inpaint(model, x, mask, n=3, generator=torch.Generator().manual_seed(2), **kw)
+        kw = dict(method=method, steps=20, map_steps=20)
+        result = inpaint(model, x, mask, n=3, generator=torch.Generator().manual_seed(1), **kw)
+        other = inpaint(model, x, mask, n=3, generator=torch.Generator().manual_seed(2), **kw)
     c = result.completions
     assert c.shape == (2, 3, 1, 8, 8)
     observed = (mask == 0).expand_as(x)
@@ -105,7 +106,7 @@ def test_observed_pixels_come_from_the_input_not_the_model():
     x = preprocess(images, 8, dequantize=False)
     mask = make_mask("center", 2, (8, 8))
     model.sample = lambda n, temperature=1.0, cond=None, noise=None: torch.full((n, 1, 8, 8), 0.25)
-    result = cglow_inpaint(model, x, mask, n=2)
+    result = inpaint(model, x, mask, n=2, method="cglow")
     hole = (mask == 1).expand_as(x).unsqueeze(1).expand_as(result.completions)
     assert (result.completions[hole] == 0.25).all()  # the model's output reached the hole
     assert torch.equal(result.completions[~hole], x.unsqueeze(1).expand_as(result.completions)[~hole])
@@ -117,7 +118,8 @@ def test_observed_pixels_come_from_the_input_not_the_model():
 def test_empty_mask_returns_the_input():
     x = torch.rand(2, 1, 8, 8) - 0.5
     empty = make_mask("none", 2, (8, 8))
-    for result in (cglow_inpaint(tiny("image"), x, empty, n=2), mcmc_inpaint(tiny(), x, empty, n=2, steps=3)):
+    for result in (inpaint(tiny("image"), x, empty, n=2, method="cglow"),
+                   inpaint(tiny(), x, empty, n=2, method="mcmc", steps=3)):
         assert torch.equal(result.completions, x.unsqueeze(1).expand(2, 2, 1, 8, 8))
 
 

@@ -182,7 +182,7 @@ def test_precision_under_autocast():
     (dict(coupling="bogus"), "model.coupling='bogus' is not allowed"),
     (dict(permutation="bogus"), "model.permutation='bogus' is not allowed"),
     (dict(steps=0), "model.steps=0 is not allowed"),
-    (dict(levels=4), "model.levels=4 is not allowed for image size 8x8"),
+    (dict(levels=4), "data.image_size=8 is not allowed with model.levels=4"),
 ])
 def test_bad_arguments_give_one_line_errors(kwargs, message):
     with pytest.raises(ValueError) as err:

@@ -212,7 +212,7 @@ def test_reconstruction_is_exact(tmp_path, mnist, plain_ckpt, class_ckpt, which)
     size = model.image_shape[-1]
     images, labels = mnist_test_images(mnist, 6, size=size, resize="pad" if size == 32 else "resize")
     x = preprocess(images, model.n_bits, dequantize=False)
-    cond = labels if model.conditional == "class" else None
+    cond = labels if model.kind.labels else None
     pairs = sampling.reconstruction_pairs(model, x, cond, batch_size=4)
     assert torch.equal(pairs[0::2], x)
     assert (pairs[1::2] - x).abs().max() < 1e-4
@@ -281,12 +281,12 @@ def test_class_head_gives_logits_and_leaves_log_prob_alone(mnist, class_ckpt):
 def test_class_head_arguments_are_checked():
     with pytest.raises(ValueError, match="model.class_head=True is not allowed"):
         Glow((1, 8, 8), levels=2, steps=1, hidden_channels=4, class_head=True)
-    from glow.module import GlowModule
+    from glow.module import DensityModule
 
     config = dict(image_shape=[1, 8, 8], levels=2, steps=1, hidden_channels=4)
     with pytest.raises(ValueError, match="module.classifier_weight=0.5 is not allowed"):
-        GlowModule(config, classifier_weight=0.5)
-    GlowModule(dict(config, conditional="class", class_head=True), classifier_weight=0.5)
+        DensityModule(config, classifier_weight=0.5)
+    DensityModule(dict(config, conditional="class", class_head=True), classifier_weight=0.5)
 
 
 # -- reporting and errors ----------------------------------------------------------------------
@@ -299,7 +299,7 @@ def test_nonfinite_samples_are_reported_and_left_grey(tmp_path, mnist, plain_ckp
         images[1] = float("nan")
         return images
 
-    monkeypatch.setattr("glow.sampling.tasks.sample", poisoned)  # the function sample.py's task calls
+    monkeypatch.setattr("glow.sampling.task_grids.sample", poisoned)  # the function sample.py's task calls
     result = run_sample(tmp_path, mnist, [f"ckpt_path={plain_ckpt}", "n=4"])
     assert result["nonfinite"] == 1
     assert "warning: 1 of 4 images are non-finite" in capsys.readouterr().err

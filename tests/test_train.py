@@ -117,7 +117,7 @@ def test_resume_from_missing_checkpoint_fails_loudly(tmp_path, capsys):
 @pytest.mark.parametrize("override,key", [
     ("model.coupling=bogus", "model.coupling='bogus' is not allowed: use one of additive, affine, spline"),
     ("model.permutation=bogus", "model.permutation='bogus' is not allowed"),
-    ("data.image_size=30", "data.image_size=30 is not allowed: with model.levels=2"),
+    ("data.image_size=30", "data.image_size=30 is not allowed with model.levels=2"),
     ("module.n_bits=9", "module.n_bits=9 is not allowed: use an integer in 1..8"),
     ("module.n_bits=0", "module.n_bits=0 is not allowed"),
     ("model.steps=0", "model.steps=0 is not allowed: use a positive integer"),

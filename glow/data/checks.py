@@ -3,7 +3,7 @@ what is allowed, for arguments that are wrong whatever the data."""
 
 from __future__ import annotations
 
-from glow.config import is_int
+from glow.errors import ConfigError, is_int
 from glow.data.registry import NAMES, RESIZE_MODES, TARGETS
 
 
@@ -74,3 +74,11 @@ def check_size(name: str, shape: tuple[int, int, int], image_size: int | None, r
     if (resize == "pad" and (h > s or w > s)) or (resize == "center_crop" and (h < s or w < s)):
         raise not_allowed("image_size", s, f"{name} is {h}x{w} and data.resize={resize!r}; "
                                            f"use data.resize='resize' or another size")
+
+
+def check_image_shape(data_shape, model_shape, data_name: str) -> None:
+    """The data group's images must be the shape the checkpoint's model takes."""
+    if tuple(data_shape) != tuple(model_shape):
+        raise ConfigError(f"data={data_name!r} is not allowed: its images are {tuple(data_shape)} but the "
+                          f"checkpoint's model takes {tuple(model_shape)}: pass the data group (and "
+                          f"data.image_size) the model was trained on")

@@ -15,12 +15,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from glow.conditioning import encoding_condition, grid_labels, task_problem
+from glow.conditioning import encoding_condition, grid_labels, label_problem
 from glow.demo.images import display_factor, enlarge, grid, to_display
 from glow.demo.session import DemoInputError, DemoSession
 from glow.quantize import preprocess, to_uint8
 from glow.sampling import blank_nonfinite, completions_uint8, inpaint, interpolate, reconstruction_pairs, sample
+from glow.errors import ConfigError
 from glow.sampling.batched import model_device
+from glow.sampling.tasks import check_fit
 
 Progress = Callable[[float, str], None]
 MAX_IMAGES = 256          # per click: bounds the wait of everyone queued behind
@@ -32,10 +34,14 @@ def _quiet(fraction: float, desc: str) -> None:
 
 
 def _check_problem(session: DemoSession, task: str, method: str | None = None, label=None) -> None:
-    problem = task_problem(session.model, task, method, {"label": label, "classes": None})
+    """The model's capabilities allow the tab's task (glow.sampling.tasks), or one line on the page."""
+    try:
+        check_fit(session.model, task, method)
+    except ConfigError as err:
+        raise DemoInputError(str(err)) from None
+    problem = label_problem(session.model.kind, label)
     if problem is not None:
-        key, value, allowed = problem
-        raise DemoInputError(f"{key}={value!r}: {allowed}")
+        raise DemoInputError(f"class={label!r}: {problem}")
 
 
 def _count(value, name: str, low: int, high: int) -> int:
@@ -63,7 +69,7 @@ def sample_images(session: DemoSession, temperature, n, seed, label=None, progre
     n = _count(n, "n", 1, MAX_IMAGES)
     temperature = _temperature(temperature)
     if label is not None and model.kind.labels:
-        label = _count(label, "class", 0, model.num_classes - 1)
+        label = _count(label, "class", 0, model.kind.num_classes - 1)
     else:
         label = None
     _check_problem(session, "sample", label=label)
@@ -84,6 +90,7 @@ def interpolation(session: DemoSession, image_a: Tensor, image_b: Tensor, points
     points = _count(points, "steps", 2, MAX_POINTS)
     if mode not in ("linear", "slerp"):
         raise DemoInputError(f"mode={mode!r} is not allowed: use linear or slerp")
+    _check_problem(session, "interpolate")
     model = session.model
     x = _model_space(session, torch.stack([image_a, image_b]))
     cond = encoding_condition(model, x, labels)
@@ -98,6 +105,7 @@ def interpolation(session: DemoSession, image_a: Tensor, image_b: Tensor, points
 def reconstruction(session: DemoSession, image: Tensor, label: Tensor | None = None
                    ) -> tuple[np.ndarray, np.ndarray, str]:
     """decode(encode(x)) of an uint8 image [C, H, W] (glow.sampling.reconstruction_pairs) and its max error."""
+    _check_problem(session, "reconstruct")
     model = session.model
     x = _model_space(session, image[None])
     pair = reconstruction_pairs(model, x, encoding_condition(model, x, label), session.batch_size)

@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 from glow.demo import actions
 from glow.demo.images import from_display, mask_from_layers, read_upload, to_display
 from glow.demo.session import DemoInputError, DemoSession
-from glow.conditioning import inpaint_method
-from glow.sampling.inpaint import DEFAULT_STEPS
+from glow.errors import ConfigError
+from glow.sampling.inpaint import ROUTES, pick_route
 
 TAB_NAMES = ("Sample", "Interpolate", "Reconstruct", "Inpaint", "Model")
 SOURCES = ("test set", "upload")
@@ -82,7 +82,7 @@ def sample_tab(session: DemoSession):
                                 elem_id="sample-temperature")
         n = gr.Slider(1, 64, value=16, step=1, label="n (images)")
         seed = gr.Number(value=0, precision=0, label="seed")
-        label = gr.Dropdown(["every class in turn"] + [str(k) for k in range(model.num_classes)],
+        label = gr.Dropdown(["every class in turn"] + [str(k) for k in range(model.kind.num_classes)],
                             value="every class in turn", label="class", visible=bool(model.kind.labels))
     button = gr.Button("Sample", variant="primary", elem_id="sample-button")
     output = gr.Image(label="samples", type="numpy", format="png", interactive=False, elem_id="sample-output",
@@ -143,10 +143,13 @@ def reconstruct_tab(session: DemoSession):
 
 def inpaint_tab(session: DemoSession):
     model = session.model
-    route = "c-Glow (this checkpoint is an inpainting model)" if model.kind.image else \
-        "the unconditional sampler (MCMC on this checkpoint's exact density)"
+    try:
+        route = pick_route(model, "auto")  # the route `inpaint(method="auto")` takes for this checkpoint
+    except ConfigError as err:
+        gr.Markdown(f"Inpainting is not available: {err}.", elem_id="inpaint-summary")
+        return
     gr.Markdown(f"Load an image, paint the missing region with the brush, then **Complete**: "
-                f"completions come from {route}; the pixels you did not paint stay exactly the input's.")
+                f"completions come from {ROUTES[route].summary} (route `{route}`); the pixels you did not paint stay exactly the input's.")
     with gr.Row():
         index = gr.Number(value=0, precision=0, label="test image index")
         load_button = gr.Button("Load test image", elem_id="inpaint-load")
@@ -157,12 +160,11 @@ def inpaint_tab(session: DemoSession):
                             layers=False, elem_id="inpaint-editor", elem_classes=["pixelated"], height=420,
                             brush=gr.Brush(colors=["#ff3b30"], default_size=16, color_mode="fixed"),
                             eraser=gr.Eraser(default_size=16))
-    route = inpaint_method(model, "auto")  # the route `inpaint(method="auto")` takes for this checkpoint
     with gr.Row():
         n = gr.Slider(1, 16, value=8, step=1, label="n (completions)")
         temperature = gr.Slider(0.0, 1.5, value=0.8 if model.kind.image else 1.0, step=0.05, label="temperature")
-        steps = gr.Slider(1, 2000, value=max(DEFAULT_STEPS[route], 1), step=1, label="sampler steps",
-                          visible=not model.kind.image)
+        steps = gr.Slider(1, 2000, value=max(ROUTES[route].steps, 1), step=1, label="sampler steps",
+                          visible=ROUTES[route].steps > 0)
         seed = gr.Number(value=0, precision=0, label="seed")
     button = gr.Button("Complete", variant="primary", elem_id="inpaint-button")
     with gr.Row():
@@ -204,10 +206,10 @@ def model_tab(session: DemoSession):
     bpd = (session.results or {}).get("test_bpd")
     results = f"**{bpd:.4f}** (results.json, {session.results.get('test_images', '?')} test images)" \
         if isinstance(bpd, (int, float)) else "not recorded (no results.json beside the checkpoint)"
-    kind = {"class": f"class-conditional ({model.num_classes} classes)", "image": "inpainting (c-Glow)"}.get(
+    kind = {"class": f"class-conditional ({model.kind.num_classes} classes)", "image": "inpainting (c-Glow)"}.get(
         model.kind.name, "unconditional")
     gr.Markdown(elem_id="model-card", value="\n".join([
-        f"- **checkpoint:** `{session.ckpt_path}`",
+        f"- **checkpoint:** `{session.display_name}` ({model.family})",
         f"- **test bits/dim:** {results}",
         f"- **parameters:** {session.num_parameters:,}",
         f"- **image shape:** {' x '.join(map(str, session.image_shape))} at {model.n_bits} bits, {kind}",
@@ -221,8 +223,8 @@ def model_tab(session: DemoSession):
 
 
 def build_page(session: DemoSession) -> gr.Blocks:
-    with gr.Blocks(title=f"Glow: {session.ckpt_path.name}") as page:
-        gr.Markdown(f"## Glow on `{session.ckpt_path}`")
+    with gr.Blocks(title=f"Glow: {session.display_name}") as page:
+        gr.Markdown(f"## Glow on `{session.display_name}`")
         for name, build in zip(TAB_NAMES, (sample_tab, interpolate_tab, reconstruct_tab, inpaint_tab, model_tab)):
             with gr.Tab(name, id=name.lower()):
                 build(session)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from glow.config import ConfigError, fail, is_int, validate_ckpt_path
+from glow.config import validate_ckpt_path
+from glow.errors import ConfigError, fail, is_int
 from glow.demo.session import DemoSession, newest_checkpoint
 
 

@@ -15,8 +15,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from glow.model import Glow
-from glow.sampling import load
+from hydra.utils import instantiate
+
+from glow.data.checks import check_image_shape
+from glow.density import DensityModel
+from glow.errors import first_line, unwrap
+from glow.sampling.load import load_checkpoint, rebuild
 
 
 class DemoInputError(ValueError):
@@ -36,7 +40,7 @@ def run_dir_of(ckpt_path: Path) -> Path:
 
 @dataclass
 class DemoSession:
-    model: Glow
+    model: DensityModel
     ckpt_path: Path
     hparams: dict
     run_config: DictConfig | None      # the run's .hydra/config.yaml, when train.py ran under Hydra
@@ -53,16 +57,20 @@ class DemoSession:
         """Load a train.py checkpoint. Test images come from the run's own data config when the run
         directory has one, else from ``data_config`` (the demo's ``data`` group)."""
         ckpt_path = Path(ckpt_path)
-        from glow.sampling import load_checkpoint
-
-        hparams = load_checkpoint(ckpt_path).get("hyper_parameters", {})
-        model = load(ckpt_path, use_ema=use_ema).to(device)
+        checkpoint = load_checkpoint(ckpt_path)
+        hparams = checkpoint.get("hyper_parameters", {})
+        model = rebuild(checkpoint, ckpt_path, use_ema).to(device)
         run_dir = run_dir_of(ckpt_path)
         run_config = _read_yaml(run_dir / ".hydra" / "config.yaml")
         results = _read_json(run_dir / "results.json")
         if run_config is not None and run_config.get("data") is not None:
             data_config = run_config.data
         return cls(model, ckpt_path, hparams, run_config, results, data_config, batch_size)
+
+    @property
+    def display_name(self) -> str:
+        """The run directory's name and the checkpoint's, never a server path."""
+        return f"{run_dir_of(self.ckpt_path).name}/{self.ckpt_path.name}"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -94,9 +102,6 @@ class DemoSession:
 def _build_test_set(data_config: DictConfig | None, image_shape) -> tuple[object, str | None]:
     if data_config is None:
         return None, "no test images: this checkpoint's run has no data config; upload an image instead"
-    from hydra.utils import instantiate
-
-    from glow.config import check_image_shape, unwrap
     try:
         dm = instantiate(data_config, num_workers=0)
         dm.prepare_data()
@@ -104,8 +109,7 @@ def _build_test_set(data_config: DictConfig | None, image_shape) -> tuple[object
         check_image_shape(dm.image_shape, image_shape, data_config.get("name", "?"))
     # a data module raises many kinds (hydra wraps them): each only costs the test images, never the page
     except Exception as err:
-        err = unwrap(err)
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = first_line(unwrap(err))
         return None, f"no test images ({message}): upload an image instead"
     return dm.test_set, None
 

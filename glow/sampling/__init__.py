@@ -1,4 +1,5 @@
-"""What users do with a trained model, as pure functions on a Glow (shared by sample.py and callbacks).
+"""What users do with a trained model, as pure functions on any family's model (glow.density.DensityModel),
+shared by sample.py, the training callbacks and the web page.
 
 All images are in model space ([-0.5, 0.5)) unless named ``*_uint8``; ``save_grid`` turns them into
 PNGs through glow.quantize. Everything here runs in float32, whatever precision training used.
@@ -19,10 +20,11 @@ and no gradients. Random draws come from an optional CPU ``generator``, so a see
 images on CPU and GPU (for a given batch_size). Non-finite images are returned as they are: callers
 report them (``blank_nonfinite``) before writing a grid.
 
-Layout: ``load`` (checkpoints -> Glow), ``batched`` (fp32 inference in batches, encode/decode),
+Layout: ``load`` (checkpoints -> any family's model), ``batched`` (fp32 inference in batches, encode/decode),
 ``grids`` (samples, temperature rows, class rows, reconstructions, PNG writing: the one API of
-sample.py and the training callback), ``interpolate``, ``manipulate``, ``inpaint``, and ``tasks``
-(sample.py's tasks on a config).
+sample.py and the training callback), ``interpolate``, ``manipulate``, ``inpaint`` (the table of
+inpainting routes: ``cglow_route``, ``latent``, ``pixel_mcmc``), and ``tasks`` (the table of sample.py's
+tasks on a config: ``task_grids``, ``task_manipulate``, ``task_inpaint``).
 """
 
 from glow.sampling.batched import decode_latents, encode_latents, inference_fp32, model_device, standard_noise

@@ -8,30 +8,24 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from glow.model import Glow
+from glow.density import DensityModel
 
 
-def _anchor(model) -> Tensor:
-    """A tensor on the model's device in its dtype: Glow's prior anchor, else any parameter (other families)."""
-    prior = getattr(model, "top_prior", None)
-    return prior.anchor if prior is not None else next(model.parameters())
-
-
-def standard_noise(model: Glow, n: int, generator: torch.Generator | None = None) -> list[Tensor]:
+def standard_noise(model: DensityModel, n: int, generator: torch.Generator | None = None) -> list[Tensor]:
     device = model_device(model)
     return [torch.randn((n, *shape), generator=generator).to(device) for shape in model.latent_shapes]
 
 
-def model_device(model: Glow) -> torch.device:
-    return _anchor(model).device
+def model_device(model: DensityModel) -> torch.device:
+    return model.anchor.device
 
 
-def model_dtype(model: Glow) -> torch.dtype:
-    return _anchor(model).dtype
+def model_dtype(model: DensityModel) -> torch.dtype:
+    return model.anchor.dtype
 
 
 @contextlib.contextmanager
-def inference_fp32(model: Glow) -> Iterator[None]:
+def inference_fp32(model: DensityModel) -> Iterator[None]:
     """No gradients and autocast off: sampling and decoding run in the model's own float32 (or 64)."""
     with torch.no_grad(), torch.autocast(device_type=model_device(model).type, enabled=False):
         yield
@@ -44,13 +38,13 @@ def chunks(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + batch_size))
 
 
-def on_model(model: Glow, t: Tensor | None) -> Tensor | None:
+def on_model(model: DensityModel, t: Tensor | None) -> Tensor | None:
     if t is None:
         return None
     return t.to(model_device(model), model_dtype(model) if t.is_floating_point() else t.dtype)
 
 
-def encode_latents(model: Glow, x: Tensor, cond: Tensor | None = None, batch_size: int = 64) -> list[Tensor]:
+def encode_latents(model: DensityModel, x: Tensor, cond: Tensor | None = None, batch_size: int = 64) -> list[Tensor]:
     """Every level's latent of images x (finest first), batch_size at a time, on the CPU."""
     parts = []
     with inference_fp32(model):
@@ -60,7 +54,7 @@ def encode_latents(model: Glow, x: Tensor, cond: Tensor | None = None, batch_siz
     return [torch.cat(level) for level in zip(*parts)]
 
 
-def decode_latents(model: Glow, zs: Sequence[Tensor], cond: Tensor | None = None, batch_size: int = 64) -> Tensor:
+def decode_latents(model: DensityModel, zs: Sequence[Tensor], cond: Tensor | None = None, batch_size: int = 64) -> Tensor:
     """Images of per-level latents (exact inverse of ``encode_latents``), batch_size at a time, on the CPU."""
     out = []
     with inference_fp32(model):

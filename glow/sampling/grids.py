@@ -14,13 +14,13 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from glow.conditioning import check_sampling_labels, require_class_conditional
-from glow.model import Glow
+from glow.density import DensityModel
 from glow.quantize import preprocess, to_unit_range
 from glow.sampling.batched import (chunks, decode_latents, encode_latents, inference_fp32, model_dtype, on_model,
                                    standard_noise)
 
 
-def _shared_noise_rows(model: Glow, rows: Sequence[tuple[float, Tensor | None]], n: int,
+def _shared_noise_rows(model: DensityModel, rows: Sequence[tuple[float, Tensor | None]], n: int,
                        generator: torch.Generator | None, batch_size: int) -> Tensor:
     """One row of n samples per (temperature, labels [n] or None), the same noise in every row."""
     out = [[] for _ in rows]
@@ -34,14 +34,14 @@ def _shared_noise_rows(model: Glow, rows: Sequence[tuple[float, Tensor | None]],
     return torch.cat([torch.cat(row) for row in out])
 
 
-def sample(model: Glow, n: int, temperature: float = 0.7, generator: torch.Generator | None = None,
+def sample(model: DensityModel, n: int, temperature: float = 0.7, generator: torch.Generator | None = None,
            labels: Tensor | None = None, batch_size: int = 64) -> Tensor:
     """n samples at ``temperature`` (every prior's std times T); ``labels`` [n] for a class-conditional model."""
     check_sampling_labels(model, labels, n)
     return _shared_noise_rows(model, [(temperature, labels)], n, generator, batch_size)
 
 
-def temperature_sweep(model: Glow, temperatures: Sequence[float], n: int, generator: torch.Generator | None = None,
+def temperature_sweep(model: DensityModel, temperatures: Sequence[float], n: int, generator: torch.Generator | None = None,
                       labels: Tensor | None = None, batch_size: int = 64) -> Tensor:
     """One row of n samples per temperature, the same noise in every row: [len(temperatures) * n, C, H, W].
 
@@ -51,7 +51,7 @@ def temperature_sweep(model: Glow, temperatures: Sequence[float], n: int, genera
     return _shared_noise_rows(model, [(t, labels) for t in temperatures], n, generator, batch_size)
 
 
-def class_grid(model: Glow, classes: Sequence[int], n: int, temperature: float = 0.7,
+def class_grid(model: DensityModel, classes: Sequence[int], n: int, temperature: float = 0.7,
                generator: torch.Generator | None = None, batch_size: int = 64) -> Tensor:
     """One row of n samples per class, the same noise in every row (a column keeps its "style"):
     [len(classes) * n, C, H, W]."""
@@ -63,20 +63,20 @@ def class_grid(model: Glow, classes: Sequence[int], n: int, temperature: float =
 
 
 @torch.no_grad()
-def reconstruct(model: Glow, x: Tensor, cond: Tensor | None = None) -> Tensor:
+def reconstruct(model: DensityModel, x: Tensor, cond: Tensor | None = None) -> Tensor:
     """decode(encode(x)): exact, no latent resampled."""
     zs, _ = model.encode(x, cond)
     return model.decode(zs, cond)
 
 
 @torch.no_grad()
-def reconstruction_grid(model: Glow, images_uint8: Tensor, cond: Tensor | None, n_bits: int) -> Tensor:
+def reconstruction_grid(model: DensityModel, images_uint8: Tensor, cond: Tensor | None, n_bits: int) -> Tensor:
     """Originals (bin centres) on the first row, their reconstructions on the second."""
     x = preprocess(images_uint8, n_bits, dequantize=False)
     return torch.cat([x, reconstruct(model, x, cond)])
 
 
-def reconstruction_pairs(model: Glow, x: Tensor, cond: Tensor | None = None, batch_size: int = 64) -> Tensor:
+def reconstruction_pairs(model: DensityModel, x: Tensor, cond: Tensor | None = None, batch_size: int = 64) -> Tensor:
     """Originals and their decode(encode(x)) side by side: [x_0, rec_0, x_1, rec_1, ...] ([2n, C, H, W])."""
     rec = decode_latents(model, encode_latents(model, x, cond, batch_size), cond, batch_size)
     return torch.stack([x.cpu().to(rec.dtype), rec], dim=1).reshape(2 * x.shape[0], *x.shape[1:])

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from glow.model import Glow
+from glow.density import DensityModel
 from glow.sampling.batched import decode_latents, encode_latents
 
 INTERPOLATION_MODES = ("linear", "slerp")
@@ -62,7 +62,7 @@ def interpolate_latents(zs_a: Sequence[Tensor], zs_b: Sequence[Tensor], points: 
     return levels
 
 
-def interpolate(model: Glow, x_a: Tensor, x_b: Tensor, points: int = 8, mode: str = "linear",
+def interpolate(model: DensityModel, x_a: Tensor, x_b: Tensor, points: int = 8, mode: str = "linear",
                 cond: Tensor | None = None, batch_size: int = 64) -> Tensor:
     """Interpolations between image pairs (x_a[i], x_b[i]): [P * points, C, H, W], one row per pair.
 

@@ -16,7 +16,7 @@ the acceptance rate and the autocorrelation of each chain's hole mean are measur
 pixels pasted back exactly.
 
 Why latent space: in pixel space the flow's density is extremely peaked across the data manifold,
-so pixel MALA needs tiny steps and does not move (README, issue 11); in eps space the prior is
+so pixel MALA needs tiny steps and does not move (docs/inpainting.md); in eps space the prior is
 isotropic and most of the stiffness is in the observed pixels only. The chains start from the
 encoding of the image with its hole filled (``init="fill"``: each image's observed mean), or from
 prior draws (``init="prior"``).
@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from glow.sampling.diagnostics import effective_sample_size
+from glow.sampling.inpaint_result import InpaintOptions, InpaintResult, as_result, repeat_rows
 
 Decode = Callable[[Tensor], Tensor]
 INITS = ("sir", "fill", "prior")
@@ -221,3 +222,20 @@ def latent_inpaint_samples(model, x_rep: Tensor, hole_rep: Tensor, steps: int = 
         images = decode(eps).clamp(-0.5, 0.5)
     stats["init"] = init
     return torch.where(hole_rep.bool(), images, x_rep), stats
+
+
+@torch.no_grad()
+def latent_route(model, x: Tensor, mask: Tensor, n: int, options: InpaintOptions) -> InpaintResult:
+    """n completions per image from an unconditional Glow by annealed MALA on its latent draws; the
+    result's stats hold the acceptance rate and the ESS of the hole mean."""
+    x_rep, m_rep = repeat_rows(x, mask, n)
+    was_training = model.training
+    model.eval()
+    try:
+        filled, stats = latent_inpaint_samples(model, x_rep, m_rep, steps=options.steps,
+                                               temperature=options.temperature, init=options.init or "sir",
+                                               step_size=0.01 if options.step_size is None else options.step_size,
+                                               generator=options.generator, progress=options.progress)
+    finally:
+        model.train(was_training)
+    return as_result(filled, x_rep, m_rep, x, n, "latent", stats["acceptance_rate"], stats)

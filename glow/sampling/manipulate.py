@@ -1,4 +1,4 @@
-"""Attribute manipulation (Glow, section 5): a latent direction from labelled images, then
+"""Attribute manipulation (DensityModel, section 5): a latent direction from labelled images, then
 decode(encode(x) + s * direction)."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from glow.model import Glow
+from glow.density import DensityModel
 from glow.sampling.batched import decode_latents, encode_latents
 
 
-def attribute_direction(model: Glow, x: Tensor, has_attribute: Tensor, cond: Tensor | None = None,
+def attribute_direction(model: DensityModel, x: Tensor, has_attribute: Tensor, cond: Tensor | None = None,
                         batch_size: int = 64) -> list[Tensor]:
     """Per-level latent direction of an attribute: mean latent of images with it minus the mean of
-    those without (Glow, section 5). ``has_attribute`` is a bool [N]; both groups must be non-empty."""
+    those without (DensityModel, section 5). ``has_attribute`` is a bool [N]; both groups must be non-empty."""
     has_attribute = has_attribute.bool().cpu()
     if has_attribute.all() or not has_attribute.any():
         raise ValueError(f"an attribute direction needs images with and without the attribute, got "
@@ -25,7 +25,7 @@ def attribute_direction(model: Glow, x: Tensor, has_attribute: Tensor, cond: Ten
             for z in zs]
 
 
-def manipulate(model: Glow, x: Tensor, direction: Sequence[Tensor],
+def manipulate(model: DensityModel, x: Tensor, direction: Sequence[Tensor],
                scales: Sequence[float] = (-1.0, -0.5, 0.0, 0.5, 1.0), cond: Tensor | None = None,
                batch_size: int = 64) -> Tensor:
     """decode(encode(x) + s * direction) for each scale s: [N * len(scales), C, H, W], one row per image.
