@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from glow.conditioning import Kind
-from glow.flows.coupling import AFFINE_SCALES, COUPLINGS, MASKS
+from glow.flows.coupling import check_coupling_arguments
 from glow.flows.memory import MEMORY_MODES
 
 PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
@@ -41,10 +41,8 @@ def check_arguments(levels=3, steps=32, hidden_channels=512, spline_bins=8, coup
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
                         ("spline_bins", spline_bins)]:
         _positive_int(name, value)
-    _choice("coupling", coupling, COUPLINGS)
+    check_coupling_arguments(coupling, mask, affine_scale)
     _choice("permutation", permutation, PERMUTATIONS)
-    _choice("mask", mask, MASKS)
-    _choice("affine_scale", affine_scale, AFFINE_SCALES)
     _choice("cond_encoder", cond_encoder, COND_ENCODERS)
     _choice("conditional_layers", conditional_layers, (False, True))
     _choice("memory", memory, MEMORY_MODES)
