@@ -1,7 +1,7 @@
 """The c-Glow's hole predictor (``model.hole_predictor``): mu(c), a regression of the whole image on the
 inpainting condition (masked image, hole), which glow.flows.hole_shift subtracts from the hole.
 
-Its own small U-Net (glow.unet) and a zero-initialised conv on the U-Net's finest features, laid out to
+Its own small U-Net (glow.encoders) and a zero-initialised conv on the U-Net's finest features, laid out to
 the image's size by depth-to-space; so it starts at mu = 0 and the shift at the identity.
 
 It is trained by mean squared error on the hole only (DensityModule, ``module.hole_regression_weight``),
@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glow.nets import ZeroConv2d
-from glow.unet import UNetEncoder
+from glow.encoders import UNetEncoder
+from glow.flows.nets import ZeroConv2d
 
 
 class HolePredictor(nn.Module):

@@ -34,8 +34,8 @@ from glow.flows.permute import Reverse, Shuffle
 from glow.flows.squeeze import Squeeze
 from glow.glow_objectives import with_classifier, with_hole_regression
 from glow.hole_predictor import HolePredictor
-from glow.nets import ConditionEncoder, freeze_output_logscales
-from glow.unet import UNetEncoder
+from glow.encoders import ConditionEncoder, UNetEncoder
+from glow.flows.nets import freeze_output_logscales
 from glow.model_args import check_arguments
 from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from glow.conditioning import Kind
-from glow.flows.coupling import AFFINE_SCALES, COUPLINGS, MASKS
+from glow.flows.coupling import check_coupling_arguments
 from glow.flows.memory import MEMORY_MODES
 
 PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
@@ -39,10 +39,8 @@ def check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permu
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
                         ("spline_bins", spline_bins)]:
         _positive_int(name, value)
-    _choice("coupling", coupling, COUPLINGS)
+    check_coupling_arguments(coupling, mask, affine_scale)
     _choice("permutation", permutation, PERMUTATIONS)
-    _choice("mask", mask, MASKS)
-    _choice("affine_scale", affine_scale, AFFINE_SCALES)
     _choice("cond_encoder", cond_encoder, COND_ENCODERS)
     _choice("conditional_layers", conditional_layers, (False, True))
     _choice("memory", memory, MEMORY_MODES)

@@ -14,7 +14,7 @@
   glow/flows/, because it is not a Flow (it has split/merge) and it owns a prior.
 
 Every learned part starts at zero, i.e. at N(0, I), and scales its output by exp(3 * logs) as
-openai/glow does (glow.nets.ZeroConv2d / ZeroLinear / ZeroBias). Sampling at temperature T scales the std by T.
+openai/glow does (glow.flows.nets.ZeroConv2d / ZeroLinear / ZeroBias). Sampling at temperature T scales the std by T.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glow.flows.base import full_precision, logdet_dtype, sum_except_batch
-from glow.nets import ZeroBias, ZeroConv2d, ZeroLinear, resize_like
+from glow.flows.nets import ZeroBias, ZeroConv2d, ZeroLinear, resize_like
 
 LOG_2PI = math.log(2 * math.pi)
 

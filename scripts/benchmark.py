@@ -6,7 +6,6 @@ peak memory is its own). Ratios within one run are what to quote: this machine i
     python scripts/benchmark.py plot_from=out.json plot=docs/activation_memory.png   # the memory-vs-depth plot
     python scripts/benchmark.py suite=minimal                     # the peers' configs: L=3 K=8 h=128 and L=3 K=32 h=64, batch 64
     python scripts/benchmark.py suite=one model.memory=invertible model.steps=32 channels_last=false
-    python scripts/benchmark.py suite=one gemm_convs=true                # coupling convs as GEMMs (glow.gemm_conv)
     python scripts/benchmark.py suite=gpu device=cuda json=gpu.json   # the paper's CIFAR setting (scripts/gpu_benchmark.sh)
 
 The loop is minimal on purpose (what peers' figures measure): our Glow, Adamax, random uint8 3x32x32
@@ -37,18 +36,15 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glow.activation_memory import METHOD as CPU_MEMORY_METHOD, saved_tensor_bytes  # noqa: E402
-from glow import gemm_conv, nets  # noqa: E402
-from glow.model import Glow  # noqa: E402
-from glow.quantize import bits_per_dim, preprocess  # noqa: E402
+from glow.activation_memory import METHOD as CPU_MEMORY_METHOD, saved_tensor_bytes
+from glow.flows import nets
+from glow.model import Glow
+from glow.quantize import bits_per_dim, preprocess
 
 DEFAULTS = OmegaConf.create({
     "suite": "cpu", "json": None, "plot": None, "plot_from": None, "device": "cpu", "precision": "fp32", "compile": False,
-    "channels_last": True, "fold_actnorm": True, "gemm_convs": False, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
-    "sample_batches": 2, "threads": 0,
-    "image_shape": [3, 32, 32],
+    "channels_last": True, "fold_actnorm": True, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
+    "sample_batches": 2, "threads": 0, "image_shape": [3, 32, 32],
     "model": {"levels": 3, "steps": 8, "hidden_channels": 128, "coupling": "affine", "permutation": "conv_lu",
               "affine_scale": "sigmoid", "memory": "none"},
 })
@@ -68,8 +64,7 @@ SUITES = {
     "minimal": PEERS,
     "cpu": _memory_rows(16, 64) + PEERS + [{**PEERS[0], "channels_last": False}],
     # what each speed change gains: the peers' configs with and without it, and the K=32 time ratios
-    "speed": [{**p, **change} for p in PEERS for change in ({}, {"fold_actnorm": False}, {"channels_last": False},
-                                                                {"gemm_convs": True})]
+    "speed": [{**p, **change} for p in PEERS for change in ({}, {"fold_actnorm": False}, {"channels_last": False})]
     + _memory_rows(16, 64, depths=(32,)),
     "ratio": _memory_rows(16, 64, depths=(32,)) + [PEERS[0], {**PEERS[0], "fold_actnorm": False}],  # quick
     "one": [{}],
@@ -96,7 +91,6 @@ def measure(cfg) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     nets.FOLD_ACTNORM = cfg.fold_actnorm  # false: the coupling nets' ActNorms as separate ops (the old step)
-    gemm_conv.ENABLED = cfg.gemm_convs  # true: the coupling nets' convs as GEMMs on CPU (glow.gemm_conv)
     cuda = cfg.device.startswith("cuda")
     if cuda:  # what train.py sets on a GPU, plus autotuned convolutions (fixed shapes here)
         torch.set_float32_matmul_precision("high")
@@ -152,9 +146,8 @@ def measure(cfg) -> dict:
         sampling = cfg.sample_batches * cfg.batch_size / (time.perf_counter() - start)
     return {**OmegaConf.to_container(cfg.model), "batch_size": cfg.batch_size, "precision": cfg.precision,
             "compile": cfg.compile, "channels_last": cfg.channels_last, "fold_actnorm": cfg.fold_actnorm,
-            "gemm_convs": cfg.gemm_convs,
-            "device": cfg.device,
-            "threads": torch.get_num_threads(), "step_s": step_s, "images_per_s": cfg.batch_size / step_s,
+            "device": cfg.device, "threads": torch.get_num_threads(),
+            "step_s": step_s, "images_per_s": cfg.batch_size / step_s,
             "activation_mem_mb": activation / 2 ** 20, "activation_mem_method": method,
             "peak_mem_mb": peak / 2 ** 20, "peak_mem_kind": "cuda max allocated" if cuda else "process max RSS",
             "sampling_images_per_s": sampling, "tflops": flops / step_s / 1e12, "step_gflop": flops / 1e9,
@@ -217,7 +210,7 @@ def best(tries: list[dict]) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = ("| memory | K | h | batch | precision | compile | channels_last | fold ActNorm | images/s | step s "
-            "| GEMM convs | activation MB | sampling img/s | TFLOP/s | of GEMM | peak MB |")
+            "| activation MB | sampling img/s | TFLOP/s | of GEMM | peak MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "error" in r:
@@ -228,7 +221,7 @@ def table(rows: list[dict]) -> str:
         of_gemm = f"{r['of_gemm']:.0%}" if r.get("of_gemm") else "-"
         lines.append(f"| {r['memory']} | {r['steps']} | {r['hidden_channels']} | {r['batch_size']} | {r['precision']} "
                      f"| {r['compile']} | {r['channels_last']} | {r.get('fold_actnorm', True)} | {r['images_per_s']:.1f} | {r['step_s']:.3f} "
-                     f"| {r.get('gemm_convs', False)} | {r['activation_mem_mb']:.1f} | {r['sampling_images_per_s']:.0f} | {tf} | {of_gemm} "
+                     f"| {r['activation_mem_mb']:.1f} | {r['sampling_images_per_s']:.0f} | {tf} | {of_gemm} "
                      f"| {r['peak_mem_mb']:.0f} |")
     return "\n".join(lines)
 
@@ -298,10 +291,7 @@ def main() -> None:
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 

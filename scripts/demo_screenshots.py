@@ -3,7 +3,7 @@
     python scripts/demo_screenshots.py ckpt_path=outputs/mnist/<run>/checkpoints/last.ckpt out=docs
 
 Starts scripts/demo.py on a free port, drives it in headless Chromium with the browser test's
-machinery (glow.demo.browser), saves docs/demo_<tab>.png and docs/demo_timings.json, and prints the
+machinery (scripts/demo_browser.py), saves docs/demo_<tab>.png and docs/demo_timings.json, and prints the
 seconds from each click until its image is on the page. Needs the extras demo and browser and
 Debian's chromium. Other options: steps=<sampler steps for Inpaint, default: the sampler's>
 n_inpaint=8 index=0 (the test image to inpaint) device=cpu.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from glow.demo.browser import DemoDriver, browser_page, demo_server, free_port
+from demo_browser import DemoDriver, browser_page, demo_server, free_port  # scripts/: the script's own directory
 from glow.demo.images import display_factor
 
 DEFAULTS = {"ckpt_path": None, "out": "docs", "steps": None, "n_inpaint": 8, "index": 0, "device": "cpu"}

@@ -13,15 +13,10 @@ for dequantised continuous models too.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def independent_pixel_bpd(train: torch.Tensor, test: torch.Tensor) -> float:

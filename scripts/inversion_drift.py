@@ -12,18 +12,15 @@ directory, GLOW_DATA_DIR), else random uint8 images. Prints one row per level an
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glow.flows.memory import inversion_drift  # noqa: E402
-from glow.model import Glow  # noqa: E402
-from glow.quantize import preprocess  # noqa: E402
-from glow.sampling.load import load  # noqa: E402
+from glow.flows.memory import inversion_drift
+from glow.model import Glow
+from glow.quantize import preprocess
+from glow.sampling.load import load
 
 DEFAULTS = OmegaConf.create({"ckpt_path": None, "data": None, "batch_size": 16, "json": None, "seed": 0,
                              "image_shape": [3, 32, 32], "levels": 3, "steps": 32, "hidden_channels": 64})

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from glow.vae import POSTERIORS
 
-from glow.vae import POSTERIORS  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_one(out: Path, posterior: str, seed: int, args) -> dict | None:
@@ -40,7 +38,7 @@ def run_one(out: Path, posterior: str, seed: int, args) -> dict | None:
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
         command.append("ckpt_path=last")
     print("+", " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(command, check=True, cwd=REPO)  # train.py imports the glow beside it
     return json.loads(results.read_text())
 
 

@@ -23,7 +23,7 @@ SIZE = 16  # the synthetic folder's images: 16x16 RGB
 
 def _require_browser():
     missing = [name for name in ("gradio", "playwright") if not _importable(name)]
-    from glow.demo.browser import find_chromium
+    from scripts.demo_browser import find_chromium
 
     if find_chromium() is None:
         missing.append("chromium (apt-get install chromium)")
@@ -49,7 +49,7 @@ def _port_open(url: str) -> bool:
 def test_the_page_in_a_real_browser(tmp_path, synthetic_folder):
     _require_browser()
     import train
-    from glow.demo.browser import DemoDriver, browser_page, click_together, demo_server, free_port
+    from scripts.demo_browser import DemoDriver, browser_page, click_together, demo_server, free_port
     from glow.demo.images import display_factor
     from glow.sampling import load
     from hydra.utils import instantiate

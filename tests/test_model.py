@@ -10,7 +10,7 @@ import torch
 
 from glow import Glow
 from glow.flows.actnorm import ActNorm
-from glow.nets import CouplingNet, ZeroBias, ZeroConv2d, ZeroLinear
+from glow.flows.nets import CouplingNet, ZeroBias, ZeroConv2d, ZeroLinear
 from glow.model_args import PERMUTATIONS
 from glow.flows.coupling import COUPLINGS
 from tests.helpers import jacobian_logdet, perturb
@@ -204,7 +204,7 @@ def test_zero_layers_output_exactly_zero_at_init():
 
 
 def test_folded_weights_no_grad_cache_follows_every_change():
-    """Where no gradient is wanted the folded weights are cached (glow.nets.frozen_or_fresh): the
+    """Where no gradient is wanted the folded weights are cached (glow.flows.cache): the
     cache must never outlive an optimiser step, load_state_dict, an in-place edit or a dtype change."""
     torch.manual_seed(0)
     net = CouplingNet(3, 4, 8)

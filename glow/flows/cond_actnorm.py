@@ -2,7 +2,7 @@
 
 log|det dy/dx| = sum over channels and positions of s(c); the condition never depends on x, so the
 Jacobian is diagonal. s and b come from a zero-initialised conv on the level's condition features
-(glow.nets.ZeroConv2d), so the layer starts as the identity; s is bounded to (-3, 3) by
+(glow.flows.nets.ZeroConv2d), so the layer starts as the identity; s is bounded to (-3, 3) by
 3 tanh(./3) so that no condition can make the inverse's gain larger than e^3.
 """
 
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from glow.flows.base import Flow, full_precision, sum_except_batch
-from glow import nets  # a module reference: glow.nets imports ActNorm from this package
+from glow.flows.nets import ZeroConv2d, resize_like
 
 SCALE_BOUND = 3.0
 
@@ -21,12 +21,12 @@ class ConditionalActNorm(Flow):
     def __init__(self, channels: int, cond_channels: int):
         super().__init__()
         self.cond_channels = cond_channels
-        self.net = nets.ZeroConv2d(cond_channels, 2 * channels)
+        self.net = ZeroConv2d(cond_channels, 2 * channels)
 
     def _scale_shift(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         if cond is None:
             raise ValueError("ConditionalActNorm needs the condition features as cond")
-        params = self.net(nets.resize_like(cond, x).to(x.dtype))
+        params = self.net(resize_like(cond, x).to(x.dtype))
         raw, shift = params.chunk(2, dim=1)
         return SCALE_BOUND * torch.tanh(raw / SCALE_BOUND), shift
 

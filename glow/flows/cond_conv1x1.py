@@ -22,7 +22,7 @@ from torch import Tensor
 
 from glow.flows.base import Flow, full_precision, logdet_dtype
 from glow.flows.conv1x1 import InvConv1x1LU
-from glow import nets
+from glow.flows.nets import ZeroLinear
 
 LOG_S_BOUND = 3.0
 
@@ -32,7 +32,7 @@ class ConditionalInvConv1x1(Flow):
         super().__init__()
         self.channels, self.cond_channels = channels, cond_channels
         self.base = InvConv1x1LU(channels)
-        self.net = nets.ZeroLinear(cond_channels, channels * channels)
+        self.net = ZeroLinear(cond_channels, channels * channels)
         self.register_buffer("strict_lower", torch.tril(torch.ones(channels, channels), -1), persistent=False)
 
     def factors(self, cond: Tensor) -> tuple[Tensor, Tensor]:

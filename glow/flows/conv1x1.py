@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glow.flows.base import Flow, full_precision, logdet_dtype
+from glow.flows.cache import cached, no_grad_entries
 
 
 def random_rotation(channels: int, generator: torch.Generator | None = None) -> Tensor:
@@ -40,11 +41,6 @@ def _mix(x: Tensor, weight: Tensor) -> Tensor:
 
 
 class _Conv1x1Base(Flow):
-    def __init__(self):
-        super().__init__()
-        self._frozen_key: tuple | None = None
-        self._frozen: dict[tuple[bool, torch.dtype], Tensor] = {}
-
     def weight(self) -> Tensor:
         """W in float64."""
         raise NotImplementedError
@@ -54,25 +50,14 @@ class _Conv1x1Base(Flow):
         raise NotImplementedError
 
     def _frozen_entries(self) -> dict | None:
-        """The no-grad cache, or None where a gradient is wanted (the caller then computes afresh).
-
-        Where no gradient is wanted (sampling, evaluation, and the no-grad forward and inversion of
-        model.memory=invertible) W, W^-1 and log|det W| are cached until a parameter or buffer
-        changes: an optimiser step or load_state_dict bumps a tensor's version, and .to() or
-        load_state_dict(assign=True) gives it new storage. Without the cache an invertible-mode step
-        assembled each LU weight three times and inverted it once (forward, inversion, re-forward:
-        README "Performance"). The key reads ``_parameters`` / ``_buffers`` directly: going through
-        ``parameters()`` cost more than the 12-48-channel matrix product it guards.
+        """The no-grad cache of W, W^-1 and log|det W| (glow.flows.cache), or None where a gradient is
+        wanted (the caller then computes afresh). Without it an invertible-mode step assembled each LU
+        weight three times and inverted it once (forward, inversion, re-forward: README "Performance").
+        The key reads ``_parameters`` / ``_buffers`` directly: going through ``parameters()`` cost more
+        than the 12-48-channel matrix product it guards.
         """
-        if torch.compiler.is_compiling():  # a data-pointer key breaks the graph; inductor fuses the ops anyway
-            return None
         tensors = [t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return None
-        key = tuple((t.data_ptr(), t._version, t.device) for t in tensors)
-        if key != self._frozen_key:
-            self._frozen_key, self._frozen = key, {}
-        return self._frozen
+        return no_grad_entries(self, "_frozen", tensors)
 
     def mixing_matrix(self, inverse: bool, dtype: torch.dtype) -> Tensor:
         """W (or W^-1) in ``dtype``, ready for the conv; cached where no gradient is wanted."""
@@ -138,19 +123,11 @@ class InvConv1x1LU(_Conv1x1Base):
 
     def _constants(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """P, the lower mask, I and sign(s) in float64, converted once per buffer change (not on every
-        assembly: the conversions were a quarter of weight()'s ops). Not under torch.compile, where the
-        cache's data-pointer key would break the graph (tests/test_compile.py)."""
-        buffers = (self.p, self.lower_mask, self.sign_s)
-        if torch.compiler.is_compiling():
-            p, mask, sign = (b.double() for b in buffers)
+        assembly: the conversions were a quarter of weight()'s ops; glow.flows.cache)."""
+        def make():
+            p, mask, sign = (b.detach().double() for b in (self.p, self.lower_mask, self.sign_s))
             return p, mask, torch.eye(p.shape[0], dtype=torch.float64, device=p.device), sign
-        key = tuple((b.data_ptr(), b._version, b.device) for b in buffers)
-        cached = self.__dict__.get("_float64_constants")
-        if cached is None or cached[0] != key:
-            p, mask, sign = (b.detach().double() for b in buffers)
-            cached = (key, (p, mask, torch.eye(p.shape[0], dtype=torch.float64, device=p.device), sign))
-            self.__dict__["_float64_constants"] = cached
-        return cached[1]
+        return cached(self, "_float64_constants", (self.p, self.lower_mask, self.sign_s), make)
 
     def weight(self) -> Tensor:
         p, mask, eye, sign = self._constants()

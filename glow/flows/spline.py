@@ -32,12 +32,18 @@ Inverse: :math:`\xi` solves :math:`a\xi^2 + b\xi + c = 0` with
 
 taking the root :math:`\xi = 2c / (-b - \sqrt{b^2 - 4ac})` (stable, no cancellation),
 and :math:`\log|dx/dy| = -\log|dy/dx|` evaluated at that :math:`\xi`.
+
+``SplineTransform`` is this map as a coupling's elementwise transform (``model.coupling=spline``).
 """
+from __future__ import annotations
+
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from glow.flows.elementwise import ElementwiseTransform
 
 
 def _knots(unnormalized: Tensor, min_bin: float, bound: float) -> tuple[Tensor, Tensor]:
@@ -112,3 +118,28 @@ def rational_quadratic_spline(inputs: Tensor, unnormalized_widths: Tensor, unnor
     outputs = outputs.index_put((inside,), out)
     logabsdet = logabsdet.index_put((inside,), -lad if inverse else lad)
     return outputs, logabsdet
+
+
+class SplineTransform(ElementwiseTransform):
+    """The coupling's ``spline`` map: per element, a spline of ``bins`` bins on [-tail_bound, tail_bound]
+    from 3 * bins - 1 parameters (widths, heights, interior derivatives)."""
+
+    def __init__(self, bins: int = 8, tail_bound: float = 3.0):
+        self.bins, self.tail_bound = bins, tail_bound
+        self.params_per_dim = 3 * bins - 1
+
+    @classmethod
+    def from_options(cls, **options) -> SplineTransform:
+        return cls(options["spline_bins"], options["spline_tail_bound"])
+
+    def _apply(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        params = params.permute(0, 1, 3, 4, 2)  # [B, C, H, W, P]
+        k = self.bins
+        return rational_quadratic_spline(x, params[..., :k], params[..., k:2 * k], params[..., 2 * k:],
+                                         inverse=inverse, tail_bound=self.tail_bound)
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return self._apply(x, params, inverse=False)
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return self._apply(y, params, inverse=True)

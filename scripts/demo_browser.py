@@ -1,6 +1,7 @@
 """Driving the page in a real headless Chromium (Playwright's Python API on the system's browser).
 
-Used by tests/test_demo_browser.py and scripts/demo_screenshots.py, so the README's screenshots and
+Used by tests/test_demo_browser.py (as ``scripts.demo_browser``) and scripts/demo_screenshots.py (as
+``demo_browser``, its neighbour), so the README's screenshots and
 timings come from the same clicks the test makes. ``demo_server`` runs ``python scripts/demo.py`` in
 its own process group and always kills the group on exit; ``DemoDriver`` clicks like a user and
 measures each action from the click until its new image is on the page.
@@ -25,7 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 

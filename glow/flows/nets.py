@@ -1,4 +1,4 @@
-"""Neural networks inside the flow: coupling networks and the inpainting condition encoder.
+"""Neural networks inside the flow layers: coupling networks and zero-initialised output layers.
 
 They need not be invertible; the flow layers around them are. The parameterisation is openai/glow's:
 
@@ -17,28 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glow import gemm_conv
 from glow.flows.actnorm import ActNorm
+from glow.flows.cache import cached
 
 LOGSCALE_FACTOR = 3.0
 # fold each hidden ActNorm into its conv (see _ActNormConv.forward); False only to measure the gain
 FOLD_ACTNORM = True
-
-
-def frozen_or_fresh(owner: nn.Module, make, *tensors: Tensor):
-    """``make()``, or where no gradient is wanted (sampling, evaluation, model.memory=invertible's
-    no-grad forward) its value cached on ``owner`` until one of ``tensors`` changes: an optimiser
-    step or load_state_dict bumps a version, .to() or assign=True gives new storage. Not under
-    torch.compile, where the data-pointer key would break the graph."""
-    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
-        return make()
-    key = tuple((t.data_ptr(), t._version, t.device) for t in tensors)
-    cached = owner.__dict__.get("_frozen_value")
-    if cached is None or cached[0] != key:
-        with torch.no_grad():
-            cached = (key, make())
-        owner.__dict__["_frozen_value"] = cached
-    return cached[1]
 
 
 class ZeroConv2d(nn.Module):
@@ -124,7 +108,8 @@ class _ActNormConv(nn.Module):
         def make():
             scale = torch.exp(self.norm.log_scale).view(-1)
             return self.conv.weight * scale.view(-1, 1, 1, 1), self.norm.loc.view(-1) * scale
-        return frozen_or_fresh(self, make, self.conv.weight, self.norm.loc, self.norm.log_scale)
+        # where no gradient is wanted (sampling, evaluation, invertible mode's no-grad passes), made once
+        return cached(self, "_folded", (self.conv.weight, self.norm.loc, self.norm.log_scale), make)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.foldable:
@@ -156,46 +141,7 @@ class CouplingNet(nn.Module):
             if cond is None:
                 raise ValueError("this coupling network is conditional: pass the condition features as cond")
             x = torch.cat([x, cond.to(x.dtype)], dim=1)
-        if gemm_conv.applies(x) and all(layer.foldable for layer in self.hidden):
-            return self._forward_gemm(x)
         return self.out(self.hidden(x))
-
-    def _forward_gemm(self, x: Tensor) -> Tensor:
-        """The same network as matrix products in channels-last layout (glow.gemm_conv, off by default)."""
-        h = x.permute(0, 2, 3, 1)  # [B, H, W, C]: a view for a channels_last x, copied once otherwise
-        for layer in self.hidden:
-            h = torch.relu(gemm_conv.conv_nhwc(h, *layer.folded()))  # not relu_: on a view, autograd copies
-        out = self.out
-        y = gemm_conv.conv_nhwc(h, out.conv.weight, out.conv.bias) * torch.exp(LOGSCALE_FACTOR * out.logs).view(-1)
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        return y.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last if channels_last
-                                                else torch.contiguous_format)
-
-
-class ConditionEncoder(nn.Module):
-    """A small CNN over (masked image, mask) giving one feature map per level, at that level's resolution.
-
-    Level l of a Glow works at resolution H / 2^(l+1); the encoder downsamples with stride-2 convs so
-    feature ``l`` has exactly that size.
-    """
-
-    def __init__(self, in_channels: int, levels: int, channels: int = 32):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True))
-        self.down = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-                          nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
-            for _ in range(levels)
-        )
-        self.out_channels = channels
-
-    def forward(self, condition: Tensor) -> list[Tensor]:
-        h = self.stem(condition)
-        features = []
-        for block in self.down:
-            h = block(h)
-            features.append(h)
-        return features
 
 
 def freeze_output_logscales(module: nn.Module) -> None:
