@@ -6,7 +6,7 @@
     log p(x) = sum_i log p(z_i | h_i) + log p(z_L) + log|det dz/dx|
 
 Each split hands one latent z_i, with a learned conditional prior p(z_i | h_i), to the latent list,
-finest first. The coupling networks, priors and zero layers are openai/glow's (glow.nets); each of
+finest first. The coupling networks, priors and zero layers are openai/glow's (glow.flows.nets); each of
 their departures can be switched off for ablations (``inner_actnorm``, ``zero_logscale``,
 ``learn_top_per_position``). Conditioning (``conditional=class|image``, c-Glow's ``conditional_layers``,
 ``observed_noise`` and ``hole_predictor``) is described in docs/architecture.md.
@@ -21,28 +21,19 @@ from torch import Tensor, nn
 
 from glow.conditioning import make_condition
 from glow.density import Capabilities, DensityModel, ModelInputs, ObjectiveTerms
-from glow.flows.actnorm import ActNorm, DiagonalScale, PixelActNorm, actnorms_initialized, initialize_actnorms
+from glow.encoders import ConditionEncoder, UNetEncoder
+from glow.flows.actnorm import DiagonalScale, PixelActNorm, actnorms_initialized, initialize_actnorms
 from glow.flows.base import Flow, zeros_logdet
-from glow.flows.cond_actnorm import ConditionalActNorm
-from glow.flows.cond_conv1x1 import ConditionalInvConv1x1
 from glow.flows.hole_shift import HoleShift
-from glow.flows.observed import ObservedAsNoise
-from glow.flows.conv1x1 import InvConv1x1, InvConv1x1LU
-from glow.flows.coupling import Coupling
 from glow.flows.memory import MemoryFlowSequence
-from glow.flows.permute import Reverse, Shuffle
+from glow.flows.nets import freeze_output_logscales
+from glow.flows.observed import ObservedAsNoise
 from glow.flows.squeeze import Squeeze
 from glow.glow_objectives import with_classifier, with_hole_regression
+from glow.glow_step import step_layers
 from glow.hole_predictor import HolePredictor
-from glow.encoders import ConditionEncoder, UNetEncoder
-from glow.flows.nets import freeze_output_logscales
 from glow.model_args import check_arguments
 from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
-
-
-def _permutation(kind: str, channels: int, seed: int) -> Flow:
-    return {"reverse": lambda: Reverse(channels), "shuffle": lambda: Shuffle(channels, seed),
-            "conv": lambda: InvConv1x1(channels), "conv_lu": lambda: InvConv1x1LU(channels)}[kind]()
 
 
 def inpaint_routes(kind) -> tuple[str, ...]:
@@ -65,18 +56,17 @@ class Glow(DensityModel):
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
         super().__init__(image_shape)
-        kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask,
-                                    conditional, num_classes, class_head, affine_scale, cond_encoder,
-                                    conditional_layers, observed_noise, memory, compile, channels_last,
-                                    hole_predictor)
+        kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask, conditional,
+                               num_classes, class_head, affine_scale, cond_encoder, conditional_layers,
+                               observed_noise, memory, compile, channels_last, hole_predictor)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             size = h if h == w else f"{h}x{w}"  # the data's image size (data.image_size, or the data set's own)
             raise ValueError(f"data.image_size={size} is not allowed with model.levels={levels}: height and "
                              f"width must be divisible by 2^levels={2 ** levels} (or change model.levels)")
 
-        self.capabilities = Capabilities(conditioning=kind, inpaint_routes=inpaint_routes(kind), class_head=class_head,
-                                         hole_predictor=hole_predictor,
+        self.capabilities = Capabilities(conditioning=kind, inpaint_routes=inpaint_routes(kind),
+                                         class_head=class_head, hole_predictor=hole_predictor,
                                          eval_figures=("hole_bpd",) if kind.image else ())
         self.num_levels = levels
         classes = kind.num_classes
@@ -105,17 +95,10 @@ class Glow(DensityModel):
             channels, h, w = channels * 4, h // 2, w // 2
             layers: list[Flow] = []
             for step in range(steps):
-                if actnorm:
-                    layers.append(ActNorm(channels))
-                if conditional_layers:  # c-Glow's step: conditional ActNorm, conditional 1x1 conv, coupling
-                    layers.append(ConditionalActNorm(channels, feature_channels))
-                    layers.append(ConditionalInvConv1x1(channels, feature_channels))
-                else:
-                    layers.append(_permutation(permutation, channels, seed=seed + 1000 * level + step))
-                layers.append(Coupling(channels, hidden_channels, coupling, mask, parity=step % 2,
-                                       cond_channels=feature_channels, spline_bins=spline_bins,
-                                       spline_tail_bound=spline_tail_bound, inner_actnorm=inner_actnorm,
-                                       affine_scale=affine_scale))
+                layers += step_layers(channels, step, hidden_channels, coupling, mask, actnorm, permutation,
+                                      conditional_layers, feature_channels, seed=seed + 1000 * level + step,
+                                      spline_bins=spline_bins, spline_tail_bound=spline_tail_bound,
+                                      inner_actnorm=inner_actnorm, affine_scale=affine_scale)
             layers_per_step = len(layers) // steps  # the unit model.memory=checkpoint wraps
             if level == levels - 1:
                 if final_scaling:

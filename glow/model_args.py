@@ -12,8 +12,8 @@ from typing import Sequence
 from glow.conditioning import Kind
 from glow.flows.coupling import check_coupling_arguments
 from glow.flows.memory import MEMORY_MODES
+from glow.glow_step import PERMUTATIONS
 
-PERMUTATIONS = ("reverse", "shuffle", "conv", "conv_lu")
 # model.observed_noise; the booleans are the names of older checkpoints: true = uniform, false = none
 OBSERVED_NOISE = ("none", "uniform", "gaussian")
 COND_ENCODERS = ("cnn", "unet")

@@ -9,7 +9,7 @@ import torch
 
 from glow.flows.coupling import COUPLINGS, TRANSFORMS, Coupling, check_coupling_arguments
 from glow.flows.elementwise import AFFINE_SCALES
-from glow.model_args import check_arguments
+from glow import families
 
 MAPS = [(name, scale) for name in COUPLINGS for scale in (AFFINE_SCALES if name == "affine" else ["sigmoid"])]
 
@@ -49,7 +49,7 @@ def test_one_check_for_coupling_mask_and_scale(key, value):
     allowed = {"coupling": COUPLINGS, "mask": ("channel", "checkerboard"), "affine_scale": tuple(AFFINE_SCALES)}[key]
     message = f"model.{key}={value!r} is not allowed: use one of {', '.join(allowed)}"
     arguments = {"coupling": "affine", "mask": "channel", "affine_scale": "sigmoid", key: value}
-    for check in (lambda: check_coupling_arguments(**arguments), lambda: check_arguments(**arguments),
+    for check in (lambda: check_coupling_arguments(**arguments), lambda: families.check(arguments),
                   lambda: Coupling(4, 8, arguments["coupling"], arguments["mask"],
                                    affine_scale=arguments["affine_scale"])):
         with pytest.raises(ValueError) as err:
