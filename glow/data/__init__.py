@@ -31,12 +31,12 @@ from glow.data.datamodule import ImageDataModule
 from glow.data.datasets import ImageFileDataset, ImageTensorDataset, load_digits_images, split_indices
 from glow.data.folder import FolderIndex, scan_image_folder, screen_folder
 from glow.data.images import CorruptImageError, collate_readable, fit_size, read_image, to_channels
-from glow.data.registry import (CELEBA_ATTRIBUTES, IN_MEMORY, NAMES, RESIZE_MODES, SPECS, TARGETS,
+from glow.data.registry import (CELEBA_ATTRIBUTES, NAMES, RESIZE_MODES, SPECS, TARGETS,
                                 DatasetSpec, default_data_dir, default_num_workers)
 from glow.data.samplers import ResumableSampler, ShardSampler
 
 __all__ = [
-    "CELEBA_ATTRIBUTES", "IN_MEMORY", "NAMES", "RESIZE_MODES", "SPECS", "TARGETS", "CorruptImageError",
+    "CELEBA_ATTRIBUTES", "NAMES", "RESIZE_MODES", "SPECS", "TARGETS", "CorruptImageError",
     "DatasetSpec", "FolderIndex", "ImageDataModule", "ImageFileDataset", "ImageTensorDataset",
     "ResumableSampler", "ShardSampler", "collate_readable", "default_data_dir", "default_num_workers",
     "fit_size", "load_digits_images", "read_image", "scan_image_folder", "screen_folder",

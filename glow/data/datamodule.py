@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from glow.data.checks import check_arguments, check_classes, check_size, not_all
 from glow.data.datasets import ImageFileDataset, ImageTensorDataset, load_digits_images, split_indices
 from glow.data.folder import FolderIndex, scan_image_folder, screen_folder
 from glow.data.images import collate_readable, fit_in_chunks, to_channels
-from glow.data.registry import DOWNLOAD_TIMEOUT_S, IN_MEMORY, SPECS, DatasetSpec, default_data_dir, default_num_workers
+from glow.data.registry import DOWNLOAD_TIMEOUT_S, SPECS, DatasetSpec, default_data_dir, default_num_workers
 from glow.data.samplers import ResumableSampler, ShardSampler
 from glow.data import sources
 from glow.data.sources import network_timeout, one_line
@@ -73,7 +74,7 @@ class ImageDataModule(L.LightningDataModule):
         self.limit_train, self.limit_test = limit_train, limit_test
         self.download, self.fallback, self.seed = download, fallback, seed
         if num_workers is None:
-            num_workers = 0 if name in IN_MEMORY else default_num_workers()
+            num_workers = 0 if name in SPECS and SPECS[name].in_memory else default_num_workers()
         self.num_workers = num_workers
 
         self.path: str | None = None
@@ -85,8 +86,7 @@ class ImageDataModule(L.LightningDataModule):
         else:
             self._spec = SPECS[name]
             if channels is not None:  # in-memory sets are converted in _load_splits; files as decoded
-                self._spec = DatasetSpec((channels, *self._spec.shape[1:]), self._spec.class_names,
-                                         self._spec.attribute_names)
+                self._spec = dataclasses.replace(self._spec, shape=(channels, *self._spec.shape[1:]))
                 self._file_mode = "L" if channels == 1 else "RGB"
         self.classes = check_classes(classes, target, self.num_classes)
         check_size(name, self._spec.shape, image_size, resize)

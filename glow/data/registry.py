@@ -1,4 +1,10 @@
-"""What is known about each data set before any image is loaded: names, shapes, classes, paths."""
+"""What is known about each data set before any image is loaded: ONE table (``SPECS``) of names, shapes,
+classes and how each is stored; the data-set root and worker counts.
+
+Adding a torchvision data set: a row here, its loading in glow/data/sources.py, and a
+conf/data/<name>.yaml with ``_target_: glow.data.ImageDataModule``. Any folder of images needs
+none of these: ``data=imagefolder data.path=<folder>``.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-NAMES = ("mnist", "fashion_mnist", "cifar10", "svhn", "celeba", "imagefolder", "digits")
 RESIZE_MODES = ("pad", "resize", "center_crop")
 TARGETS = ("class", "attr")
-IN_MEMORY = frozenset({"mnist", "fashion_mnist", "cifar10", "svhn", "digits"})
 DOWNLOAD_TIMEOUT_S = 30.0
 
 CELEBA_ATTRIBUTES = (
@@ -30,6 +34,7 @@ class DatasetSpec:
     shape: tuple[int, int, int]  # native (C, H, W)
     class_names: tuple[str, ...]
     attribute_names: tuple[str, ...] | None = None
+    in_memory: bool = True  # held as one uint8 tensor (no loader workers), else decoded file by file
 
 
 _DIGITS = tuple(str(i) for i in range(10))
@@ -44,8 +49,9 @@ SPECS = {
         "dog", "frog", "horse", "ship", "truck")),
     "svhn": DatasetSpec((3, 32, 32), _DIGITS),
     # CelebA has no classes: with target="class" every label is 0 (an unconditional data set).
-    "celeba": DatasetSpec((3, 218, 178), ("face",), CELEBA_ATTRIBUTES),
+    "celeba": DatasetSpec((3, 218, 178), ("face",), CELEBA_ATTRIBUTES, in_memory=False),
 }
+NAMES = (*SPECS, "imagefolder")  # imagefolder: any folder of class folders, scanned (glow.data.folder)
 
 
 def default_data_dir() -> str:
