@@ -12,7 +12,7 @@ so test bits/dim go through glow.quantize exactly as Glow's do.
             per layer: use it as a distillation student (glow.distill), where it never needs its density
             to train.
 
-Flatten, not a pixel/channel-autoregressive conv: see README "MAF, IAF and distillation" for the
+Flatten, not a pixel/channel-autoregressive conv: see docs/families.md, "MAF, IAF and distillation", for the
 measurement behind the choice. Orders alternate (natural, reversed, ...) or are random per layer
 (``order``). MAFModel and IAFModel of the same arguments hold the same parameters in the same places
 (``student_state``), so a student can start from its teacher's weights.

@@ -118,7 +118,7 @@ class Glow(DensityModel):
             nn.init.zeros_(self.class_head.bias)
         if not zero_logscale:
             freeze_output_logscales(self)
-        # NHWC activations and conv weights (oneDNN's preferred layout on CPU; README, "Performance")
+        # NHWC activations and conv weights (oneDNN's preferred layout on CPU; docs/performance.md)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.to(memory_format=torch.channels_last)

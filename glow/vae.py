@@ -10,7 +10,7 @@ Every flow's parameters are amortised from the encoder's last hidden layer h(x) 
 as in van den Berg et al. With ``centered_flow`` (not in the papers) the flows act on the offset from the
 posterior's mean, z_K = μ(x) + f_K ∘ ... ∘ f_1(σ(x) ε; h(x)): the translation by μ(x) has log|det| = 0,
 so log q is the same formula. Why: the posterior sits at ||μ|| of several units, where a planar layer's
-tanh(wᵀz + b) saturates into a plain shift and a radial layer centred near 0 barely acts (README, "VAE
+tanh(wᵀz + b) saturates into a plain shift and a radial layer centred near 0 barely acts (docs/families.md, "VAE
 with flow posteriors"); centred, b = 0 and z₀ = 0 put them on the posterior itself.
 
 Training may anneal the KL part, -E_q[log p(x | z_K)] + β E_q[log q - log p(z_K)]

@@ -20,7 +20,7 @@ on a plain-autograd twin, recomputation not counted; see ``model_flops``) per se
 ``gemm_tflops`` is a large square matrix product's rate in the same process, dtype and threads,
 measured right after the timed steps: ``of_gemm`` (tflops / gemm_tflops) is how close the step runs
 to what this machine's BLAS reaches, which bounds what any implementation of the same model can gain
-on it (README, "Performance", sixth round).
+on it (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def bad_checkpoints(tmp: Path, data: Path, good: Path) -> None:
 
 
 def craft_path_deleting_checkpoint(good: Path, victim: Path, victim_dir: Path, out: Path) -> Path:
-    """The attack of issue 9: a weights_only-loadable checkpoint whose ModelCheckpoint state names
+    """The crafted-checkpoint attack: a weights_only-loadable checkpoint whose ModelCheckpoint state names
     paths outside its run (a local:// URL and absolute paths) for Lightning to delete at the next save."""
     ckpt = torch.load(good, weights_only=True)
     for key, state in ckpt["callbacks"].items():

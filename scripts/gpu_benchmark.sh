@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of issue 12, in one run (GPU time is scarce: run it once, keep the output):
+# Every GPU check, in one run (GPU time is scarce: run it once, keep the output):
 #   bash scripts/gpu_benchmark.sh [OUT_DIR]          # default OUT_DIR=outputs/gpu_benchmark
 #
 # 1. scripts/benchmark.py suite=gpu: the paper's CIFAR setting (L=3, K=32, h=512, batch 64, bf16 autocast)

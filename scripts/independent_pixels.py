@@ -6,7 +6,7 @@
 
 Why it exists: a channel-autoregressive conv flow on 1-channel MNIST has no channel to condition on, so
 it models pixels independently (up to what its per-pixel transforms share); this bound is what such a
-model could reach at best, against which the flattened MAF's test bits/dim is compared (README, "MAF,
+model could reach at best, against which the flattened MAF's test bits/dim is compared (docs/families.md, "MAF,
 IAF and distillation"). A discrete histogram is exact for 8-bit data, so it is a fair (generous) bound
 for dequantised continuous models too.
 """

@@ -1,9 +1,9 @@
 """Every VAE posterior at the same budget, and the README table: test -ELBO and importance-weighted NLL.
 
     python scripts/vae_table.py                                   # all posteriors, 2000 steps each, K=4
-    python scripts/vae_table.py --steps 5000 --seeds 0 1 2 --out /work/runs/vae_table
+    python scripts/vae_table.py --steps 5000 --seeds 0 1 2 --out runs/vae_table
     python scripts/vae_table.py --posteriors none planar --steps 200      # a quick look
-    python scripts/vae_table.py --steps 5000 --seeds 0 1 2 --out /work/runs/vae_table --table-only   # finished runs only
+    python scripts/vae_table.py --steps 5000 --seeds 0 1 2 --out runs/vae_table --table-only   # finished runs only
 
 Each run is ``python train.py experiment=vae_mnist model.posterior=P model.flow_length=K
 trainer.max_steps=S seed=s`` in <out>/<P>_seed<s>/. Resumable: a run with results.json is skipped, one

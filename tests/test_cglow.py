@@ -1,4 +1,4 @@
-"""c-Glow's own layers (issue 11): exact inverses and log-determinants equal to the autograd Jacobian in
+"""c-Glow's own layers: exact inverses and log-determinants equal to the autograd Jacobian in
 float64 for every condition, invertibility of the conditional 1x1 conv for ANY network output, and
 observed pixels bit-exact through a c-Glow with every part switched on."""
 

@@ -25,6 +25,23 @@ def run(tmp_path, overrides):
     return train.run(compose_train(tmp_path, overrides, debug="vector"))
 
 
+def sample_py(ckpt, out, overrides=()):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.conftest import CONF
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="sample", overrides=[f"ckpt_path={ckpt}", f"paths.output_dir={out}", "device=cpu",
+                                                       *overrides])
+    return sample_entry.run(cfg)
+
+
+INPAINT = ["task=inpaint", "data.image_size=8", "data.resize=resize", "mask_size=4", "inpaint_images=2", "n=2",
+           "mcmc_steps=3", "map_steps=3"]
+
+
 def images(n=6, seed=0):
     return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
@@ -82,12 +99,25 @@ def test_vae_trains_tests_and_samples(tmp_path, mnist_root, capsys):
     model = glow.load(tmp_path / "checkpoints" / "last.ckpt")
     assert isinstance(model, VAE) and model.posterior == "sylvester_h"
     assert results["test_images"] == 128
+    # a VAE has no inpainting route: sample.py says so in one line (it used to crash on a missing attribute)
+    with pytest.raises(SystemExit) as exit_info:
+        sample_py(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "s", INPAINT)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("config error: task='inpaint' is not allowed: this checkpoint's model has no "
+                              "inpainting route"), err
 
 
 def test_maf_then_distillation_end_to_end(tmp_path, mnist_root, capsys):
     teacher = run(tmp_path / "maf", ["experiment=maf_mnist", "model.num_layers=2", "model.hidden=32", *SMALL])
     assert math.isfinite(teacher["test_bpd"])
     ckpt = tmp_path / "maf" / "checkpoints" / "last.ckpt"
+    # a MAF inpaints through the route its capabilities name (pixel MCMC on its one-pass density)
+    inpainted = sample_py(ckpt, tmp_path / "inpaint", INPAINT)
+    assert "(mcmc, mask=center" in inpainted["summary"] and inpainted["nonfinite"] == 0
+    with pytest.raises(SystemExit):  # and a route it does not have is one line naming the ones it has
+        sample_py(ckpt, tmp_path / "inpaint", [*INPAINT, "method=latent"])
+    assert "supports mcmc, map: use auto or one of them" in capsys.readouterr().err.strip().splitlines()[-1]
     out = run(tmp_path / "distill", ["experiment=distill_mnist", f"teacher_ckpt={ckpt}", "trainer.limit_test_batches=1",
                                      *SMALL])
     for key in ("student_bpd", "teacher_bpd", "kl_estimate", "sampling_speedup"):
@@ -96,15 +126,7 @@ def test_maf_then_distillation_end_to_end(tmp_path, mnist_root, capsys):
     # the MAF run's figure on its first test batch up to dequantisation noise
     assert abs(out["teacher_bpd"] - teacher["test_bpd"]) < 0.5
     assert out["sampling_speedup"] > 1
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from tests.conftest import CONF
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        scfg = compose(config_name="sample", overrides=[f"ckpt_path={tmp_path / 'distill' / 'checkpoints' / 'last.ckpt'}",
-                                                        f"paths.output_dir={tmp_path / 's'}", "n=4", "device=cpu"])
-    result = sample_entry.run(scfg)
+    result = sample_py(tmp_path / "distill" / "checkpoints" / "last.ckpt", tmp_path / "s", ["n=4"])
     assert result["count"] == 4 and "ms per image" in result["summary"]
 
 

@@ -55,7 +55,7 @@ def test_model_logdet_matches_autograd_jacobian(coupling, permutation):
     dict(coupling="affine", permutation="reverse", mask="checkerboard"),  # RealNVP
     dict(conditional="class", num_classes=3),
     dict(conditional="image", cond_channels=4),
-    dict(conditional="image", cond_channels=4, cond_encoder="unet", conditional_layers=True),  # c-Glow (issue 11)
+    dict(conditional="image", cond_channels=4, cond_encoder="unet", conditional_layers=True),  # c-Glow
     dict(conditional="image", cond_channels=4, cond_encoder="unet", conditional_layers=True, observed_noise=True),
     dict(conditional="image", cond_channels=4, cond_encoder="unet", observed_noise="gaussian", hole_predictor=True),
     dict(affine_scale="tanh"),  # the two-sided bounded affine scale (not Glow)

@@ -4,6 +4,7 @@ counted), no file over 300 lines, no sys.path manipulation, no hasattr probing i
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -108,3 +109,54 @@ def test_no_hasattr_probes_in_the_training_module_or_train_py():
     probes = [str(p.relative_to(REPO)) for p in (PACKAGE / "module.py", REPO / "train.py")
               if p.exists() and "hasattr(" in p.read_text()]
     assert not probes, probes
+
+
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+
+
+def test_every_table_entry_is_documented_in_architecture_md():
+    """docs/architecture.md's table of tables names every entry of every registry."""
+    from glow.data.registry import SPECS
+    from glow.families import CLASSES
+    from glow.flows.coupling import TRANSFORMS
+    from glow.glow_step import PERMUTATIONS
+    from glow.sampling.inpaint import ROUTES
+    from glow.sampling.tasks import TASKS
+
+    text = ARCHITECTURE.read_text()
+    tables = {"glow.families.CLASSES": CLASSES, "glow.flows.coupling.TRANSFORMS": TRANSFORMS,
+              "glow.glow_step.PERMUTATIONS": PERMUTATIONS, "glow.data.registry.SPECS": SPECS,
+              "glow.sampling.tasks.TASKS": TASKS, "glow.sampling.inpaint.ROUTES": ROUTES}
+    rows = {line.split("|")[1].strip(" `"): line for line in text.splitlines() if line.startswith("| `glow.")}
+    for name, table in tables.items():
+        assert name in rows, f"docs/architecture.md has no row for {name}"
+        missing = [key for key in table if f"`{key}`" not in rows[name]]
+        assert not missing, f"docs/architecture.md's row for {name} misses {missing}"
+
+
+def test_every_file_architecture_md_names_exists():
+    text = ARCHITECTURE.read_text()
+    named = set(re.findall(r"\b((?:glow|scripts|tests|conf)/[\w/]+\.(?:py|yaml|sh))\b", text))
+    missing = sorted(p for p in named if "<" not in p and not (REPO / p).exists())
+    assert named and not missing, missing
+
+
+def test_every_glow_module_is_in_the_layout():
+    """Each module file of glow/ is named in the layout (by its file name)."""
+    text = ARCHITECTURE.read_text()
+    unnamed = sorted(str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py")
+                     if p.name != "__init__.py" and p.name not in text)
+    assert not unnamed, unnamed
+
+
+def test_readme_is_short_and_shows_the_two_commands():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 300
+    assert "make train" in text and "make test" in text
+
+
+def test_no_issue_numbers_or_machine_paths_in_the_docs():
+    pattern = re.compile(r"/wor[k]/|/tm[p]/[a-z]|/roo[t]/|[Ii]ssue [0-9]+")
+    offending = [f"{p.relative_to(REPO)}:{i + 1}" for p in [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+                 for i, line in enumerate(p.read_text().splitlines()) if pattern.search(line)]
+    assert not offending, offending

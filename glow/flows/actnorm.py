@@ -93,7 +93,7 @@ class PixelActNorm(ActNorm):
 
     An option (``model.pixel_actnorm``, off by default): on MNIST most pixels are black in almost
     every image, with a dequantised std ~900x below the prior's, and Glow's per-channel ActNorm
-    cannot expand them per position. Measured on MNIST (README, learning curves) it learns faster
+    cannot expand them per position. Measured on MNIST (docs/training.md, learning curves) it learns faster
     in the first ~200 steps but ends level at 400, and it does not stop a sigmoid-scale Glow's
     samples blowing up (the two-sided coupling scale does). It is exact
     (log|det| = sum(log_scale)); ``min_std`` caps the init gain at 50x so a pixel that happens to

@@ -52,7 +52,7 @@ class _Conv1x1Base(Flow):
     def _frozen_entries(self) -> dict | None:
         """The no-grad cache of W, W^-1 and log|det W| (glow.flows.cache), or None where a gradient is
         wanted (the caller then computes afresh). Without it an invertible-mode step assembled each LU
-        weight three times and inverted it once (forward, inversion, re-forward: README "Performance").
+        weight three times and inverted it once (forward, inversion, re-forward: docs/performance.md).
         The key reads ``_parameters`` / ``_buffers`` directly: going through ``parameters()`` cost more
         than the 12-48-channel matrix product it guards.
         """

@@ -22,7 +22,7 @@ network sees the forward's input and precision; the parts that must be exact (W^
 autocast off themselves (glow.flows.base). Inversion is exact only in exact arithmetic: float32
 roundoff makes the recomputed inputs drift by ~1e-6, and under bf16 such a drift now and then flips
 how a network input rounds to bf16, so bf16 drifts more. ``inversion_drift`` measures it
-(scripts/inversion_drift.py; README, "Performance").
+(scripts/inversion_drift.py; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Segment(NamedTuple):
     1x1 conv), or a leading run of layers without one. Backward inverts the tail without grad, lets
     the head rebuild its graph (``recompute``), and re-runs the tail forwards on the head's output, so
     one graph spans the segment. Why: each call costs Python and engine set-up of the order of a small
-    layer's own work, and a Glow level has 3K layers (README, "Performance": K=32, h=64, batch 16,
+    layer's own work, and a Glow level has 3K layers (docs/performance.md: K=32, h=64, batch 16,
     one call per layer against one per step)."""
 
     layers: tuple[Flow, ...]

@@ -101,7 +101,7 @@ class _ActNormConv(nn.Module):
     def folded(self) -> tuple[Tensor, Tensor]:
         """(weight, bias) of the one conv equal to conv -> ActNorm: (conv(x, W) + loc) * s =
         conv(x, W * s) + loc * s. The same function and gradients, minus two elementwise passes over the
-        widest activations forward and backward (README, "Performance": measured 5-15% of a CPU step)."""
+        widest activations forward and backward (docs/performance.md: measured 5-15% of a CPU step)."""
         if self.norm is None:
             return self.conv.weight, self.conv.bias
 

@@ -14,7 +14,7 @@ data, decides which pixels are observed); the inverse is x = c + (u - 1/2) w.
 
 Why: without this layer the flow must learn to contract every observed pixel ~1000-fold around a value
 it is given anyway, which dominates the loss early in training and leaves the hole unlearned (the c-Glow
-of issue 11 before this layer: 2.9 bits/dim and blank, noisy holes after 180 steps). ``uniform`` leaves
+of the first c-Glow, before this layer: 2.9 bits/dim and blank, noisy holes after 180 steps). ``uniform`` leaves
 the flow a uniform variable to model at every observed pixel: a Gaussian fit to it costs ~0.25 bits, and
 to do better the flow must learn from the condition where the noise is. ``gaussian`` hands the observed
 pixels over already standard normal, which is exactly the prior's law, so the identity is optimal there
