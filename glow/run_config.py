@@ -22,7 +22,7 @@ from pathlib import Path
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from glow.errors import ConfigError
 
@@ -162,3 +162,28 @@ def use_run_data(cfg: DictConfig, ckpt_path: str | Path, checkpoint: dict | None
     data = data_config_for(cfg, ckpt_path, checkpoint, image_shape)
     with open_dict(cfg):
         cfg.data = data
+
+
+# -- scripts that reuse a finished run (vae_table.py, learning_curve.py) ----------------------------------
+def settings_differ(run_dir: str | Path, overrides: list[str], ignore: tuple[str, ...] = ()) -> list[tuple]:
+    """(key, the run's value, the wanted value) for each override the run's saved config does not match
+    (a group by the choice it was composed with); one entry naming .hydra/config.yaml when the run saved
+    no config, so its settings cannot be told."""
+    saved, choices = saved_run(run_dir)
+    if saved is None:
+        return [(".hydra/config.yaml", "absent", "a run whose settings can be checked")]
+    differ = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if key.startswith("hydra") or key.split(".")[0] in ignore or key in ignore:
+            continue
+        wanted = None if override.is_delete() else override.value()
+        if "." not in key and key in choices and isinstance(wanted, str):
+            have = choices[key]
+        else:
+            have = OmegaConf.select(saved, key, default=None, throw_on_resolution_failure=False)
+            have = OmegaConf.to_container(have) if isinstance(have, (DictConfig, ListConfig)) else have
+        if have != wanted and not (isinstance(have, (int, float)) and isinstance(wanted, (int, float))
+                                   and float(have) == float(wanted)):
+            differ.append((key, have, wanted))
+    return differ
