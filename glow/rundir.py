@@ -137,13 +137,18 @@ def claim(directory: str | Path, ckpt_path, key: str = "hydra.run.dir") -> str |
         if ckpt_path in RESUME_WORDS:
             return str(last) if last.is_file() or ckpt_path == "last" else None
         return ckpt_path
-    decide(directory, ckpt_path, key)  # refuse a foreign folder before writing anything into it
+    try:
+        decide(directory, ckpt_path, key)  # refuse a foreign folder before writing anything into it
+    except ConfigError:
+        owner = runlock.holder(directory)  # a run at work there: say so, whatever it has written yet
+        if owner is not None:
+            raise _in_use(key, directory, owner) from None
+        raise
     created = not directory.exists()
     try:
         runlock.acquire(directory)
     except runlock.LockHeld as held:
-        raise ConfigError(f"{key}={str(directory)!r} is not allowed: another run ({held.owner}) is writing "
-                          f"there now; wait for it to end, or use a new directory") from None
+        raise _in_use(key, directory, held.owner) from None
     except OSError as err:
         raise ConfigError(f"{key}={str(directory)!r} is not allowed: cannot write there "
                           f"({err.strerror or err}); use a writable directory") from None
@@ -158,6 +163,11 @@ def claim(directory: str | Path, ckpt_path, key: str = "hydra.run.dir") -> str |
         raise
     _CLAIMED[real] = resumed
     return resumed
+
+
+def _in_use(key: str, directory: Path, owner: str) -> ConfigError:
+    return ConfigError(f"{key}={str(directory)!r} is not allowed: another run ({owner}) is writing there now; "
+                       f"wait for it to end, or use a new directory")
 
 
 def resumes_own_run(directory: str | Path, resumed: str | None) -> bool:

@@ -67,6 +67,30 @@ def held(directory: str | Path) -> RunLock | None:
     return _HELD.get(os.path.realpath(directory))
 
 
+def holder(directory: str | Path) -> str | None:
+    """Who holds the directory's lock (another live process), or None; takes nothing, writes nothing."""
+    path = Path(directory) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        text = os.pread(fd, 200, 0).decode(errors="replace")
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: granted unless a run holds it
+                return None
+            except BlockingIOError:
+                return _describe(text)
+            except OSError:
+                pass  # no flock here: the pid file says
+        pid, host = _owner_of(text)
+        alive = pid is not None and pid != os.getpid() and host == socket.gethostname() and _alive(pid)
+        return _describe(text) if alive else None
+    finally:
+        os.close(fd)
+
+
 def acquire(directory: str | Path) -> RunLock:
     """Take the directory's lock (creating the directory and the file), or raise LockHeld.
     Re-entrant within a process: a second call returns the lock already held."""

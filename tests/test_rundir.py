@@ -123,6 +123,19 @@ def test_a_second_run_is_refused_while_the_first_holds_the_lock_and_a_dead_holde
     assert (run / runlock.LOCK_NAME).read_text().split()[0] == str(os.getpid())
 
 
+def test_a_run_at_work_is_named_even_once_it_has_written_checkpoints(tmp_path):
+    run = used_run(tmp_path / "run")
+    pid = _hold_in_child(run)
+    try:
+        for ckpt_path in (None, "auto"):
+            with pytest.raises(ConfigError, match=f"another run \\(pid {pid} on .*\\) is writing there now"):
+                rundir.claim(run, ckpt_path)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert runlock.holder(run) is None
+
+
 def test_without_flock_the_pid_file_is_the_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(runlock, "fcntl", None)
     run = tmp_path / "run"
