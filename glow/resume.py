@@ -63,7 +63,7 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
     saved, choices = _SAVED.pop(real, None) or saved_run(directory)  # other ranks: rank 0's, written by now
     if saved is None:
         return cfg
-    effective = reapply(saved, cfg, given_overrides() if overrides is None else overrides, choices)
+    effective = reapply(saved, cfg, (given_overrides() or []) if overrides is None else overrides, choices)
     for key in ALWAYS_NOW:
         OmegaConf.update(effective, key, plain_value(cfg, key), force_add=True)
     if rundir.is_rank_zero():

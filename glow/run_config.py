@@ -58,9 +58,9 @@ def saved_run(run_dir: str | Path) -> tuple[DictConfig | None, dict]:
     return config, (OmegaConf.to_container(choices) if isinstance(choices, DictConfig) else {})
 
 
-def given_overrides() -> list[str]:
-    """The overrides on this command line (none when not run by Hydra, e.g. a test's compose)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+def given_overrides() -> list[str] | None:
+    """The overrides on this command line; None when not run by Hydra (a caller's composed config)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
 def plain_value(cfg: DictConfig, key: str):
@@ -144,8 +144,11 @@ def run_data_node(ckpt_path: str | Path, checkpoint: dict | None = None) -> tupl
 def data_config_for(cfg: DictConfig, ckpt_path: str | Path, checkpoint: dict | None = None,
                     image_shape=None, overrides: list[str] | None = None) -> DictConfig:
     """The data config a script should use for a checkpoint: its run's, with the ``data`` keys given
-    now on top. With no run config at all, this script's own, at the model's image size."""
+    now on top. With no run config at all, this script's own, at the model's image size. Called with
+    no command line (``overrides`` None and not run by Hydra), the caller's config is taken as given."""
     overrides = given_overrides() if overrides is None else overrides
+    if overrides is None:
+        return cfg.data
     data_overrides = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] == "data"]
     node, choices = run_data_node(ckpt_path, checkpoint)
     if node is None:
