@@ -167,6 +167,13 @@ def train_and_test(cfg: DictConfig) -> dict:
         torch.set_float32_matmul_precision("high")
     preemption = next(c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint))
     preemption.install()
+    try:
+        return fit_and_test(cfg, datamodule, module, trainer, preemption)
+    finally:
+        preemption.uninstall()  # also after a failed write: the caller's signal handlers come back
+
+
+def fit_and_test(cfg: DictConfig, datamodule, module, trainer: L.Trainer, preemption: PreemptionCheckpoint) -> dict:
     start = time.time()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)

@@ -46,8 +46,8 @@ class ClaimRunDir(Callback):
                 saved = saved_run(directory)
                 if saved[0] is not None:
                     _SAVED[os.path.realpath(directory)] = saved
-                with read_write(config.hydra), open_dict(config.hydra):
-                    config.hydra.output_subdir = None  # the saved config stays until this run has passed its checks
+                    with read_write(config.hydra), open_dict(config.hydra):
+                        config.hydra.output_subdir = None  # the saved config stays until this run passed its checks
         except ConfigError as err:
             exit_with_config_error(err)
 

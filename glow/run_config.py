@@ -110,10 +110,11 @@ def reapply(saved: DictConfig, current: DictConfig, overrides: list[str], choice
 
 # -- scripts: the data of a checkpoint's run -----------------------------------------------------------------
 class RunConfigRecord(L.Callback):
-    """Keeps the run's data config (unresolved) in every checkpoint, for the scripts that read it back."""
+    """Keeps the run's data config in every checkpoint, for the scripts that read it back. Resolved (a
+    standalone node has no ``seed`` or ``paths`` to point at): the values the run used."""
 
     def __init__(self, data: DictConfig):
-        self.data = OmegaConf.to_container(data, resolve=False)
+        self.data = OmegaConf.to_container(data, resolve=True)
 
     def state_dict(self) -> dict:
         return {"data": self.data}
