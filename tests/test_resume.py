@@ -187,3 +187,23 @@ def test_a_directory_that_refuses_writes_is_one_line(tmp_path, capsys, monkeypat
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"error: cannot write {tmp_path / 'run'}") and "Permission denied" in line
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= 1
+
+
+def test_the_on_exception_checkpoint_saves_after_progress_but_never_after_a_failed_write(tmp_path):
+    from glow.checkpoint_callbacks import SafeOnExceptionCheckpoint
+
+    saved = []
+
+    class Trainer:
+        global_step = 3
+
+        def save_checkpoint(self, path, weights_only=None):
+            saved.append(path)
+
+    callback = SafeOnExceptionCheckpoint(tmp_path)
+    callback.on_train_start(Trainer(), None)
+    Trainer.global_step = 5
+    callback.on_exception(Trainer(), None, OSError(errno.ENOSPC, "No space left on device"))
+    assert saved == []  # the disk is full: writing more would only fail again
+    callback.on_exception(Trainer(), None, RuntimeError("a crash after two steps"))
+    assert saved == [str(tmp_path / "on_exception.ckpt")]
