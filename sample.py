@@ -1,4 +1,4 @@
-"""Sample from any train.py checkpoint: one task, PNG grids into the run directory (outputs/sample/<time>/).
+"""Sample from any train.py checkpoint: one task, PNG grids into the run directory (outputs/sample/<time>_<id>/).
 
     python sample.py ckpt_path=<run>/checkpoints/last.ckpt                         # 64 samples at T=0.7
     python sample.py ckpt_path=... task=temperature                                # a row per T, same noise
@@ -14,8 +14,9 @@
     python sample.py ckpt_path=... task=inpaint images=[a.png] method=map
 
 Common options: seed=0 device=auto|cpu|cuda batch_size=64 n=... ema=true. Tasks that read real
-images by index use the test split of the ``data`` group (default mnist): pass the one the model was
-trained on. The EMA weights are used when the checkpoint has them; everything runs in float32. A
+images by index use the test split of the checkpoint's run's data config (glow.run_config: its
+.hydra/config.yaml, else the checkpoint's record); ``data.*`` keys given here go on top, ``data=<name>``
+picks another data set. The EMA weights are used when the checkpoint has them; everything runs in float32. A
 non-finite image is reported with a warning and left grey in its grid, never written silently.
 A bad option stops the run with one line, ``config error: ...``, and exit code 2.
 """
@@ -32,7 +33,12 @@ from omegaconf import DictConfig
 from glow import sampling
 from glow.config import validate_sample
 from glow.errors import ConfigError, exit_with_config_error
+from glow.run_config import use_run_data
+from glow.rundir import register_resolver
+from glow.sampling.load import rebuild
 from glow.sampling.tasks import TASKS, check_task, output_name
+
+register_resolver()  # ${unique_id:} in conf/sample.yaml's hydra.run.dir
 
 
 def pick_device(name: str) -> torch.device:
@@ -47,7 +53,10 @@ def run(cfg: DictConfig) -> dict:
         validate_sample(cfg)
         device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        model = sampling.load(cfg.ckpt_path, use_ema=cfg.ema).to(device)
+        checkpoint = sampling.load_checkpoint(cfg.ckpt_path)
+        model = rebuild(checkpoint, cfg.ckpt_path, use_ema=cfg.ema).to(device)
+        use_run_data(cfg, cfg.ckpt_path, checkpoint, model.image_shape)  # the data of the checkpoint's run
+        del checkpoint
         check_task(cfg, model)
         generator = torch.Generator().manual_seed(cfg.seed)  # CPU draws: the same noise on any device
         task = TASKS[cfg.task]

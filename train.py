@@ -7,19 +7,24 @@
     python train.py ckpt_path=outputs/mnist/<run>/checkpoints/last.ckpt    # resume exactly
     python train.py -m model.coupling=additive,affine,spline                # a sweep (multirun)
     python train.py hydra.run.dir=<run dir> ckpt_path=last                  # resume that directory's last.ckpt
+    python train.py hydra.run.dir=<run dir> ckpt_path=auto trainer.max_steps=20000   # resume if it can, else start
     python train.py experiment=vae_mnist model.posterior=sylvester_o model.flow_length=4   # other families:
     python train.py experiment=maf_mnist                                     # model.family (glow.families)
     python train.py experiment=distill_mnist teacher_ckpt=<maf run>/checkpoints/last.ckpt
 
-Exit codes: 0 done; 2 a bad config value or checkpoint (one line, nothing written); 3 diverged;
+Exit codes: 0 done; 2 a bad config value or checkpoint, a run directory that is not this run's, or a
+run directory that stopped taking writes (one line; what was saved stays intact); 3 diverged;
 143 / 138 / 130 stopped by SIGTERM / SIGUSR1 / SIGINT after writing a resumable last.ckpt.
 
-Each run directory (outputs/<task>/<time>_<run id>/, unique per run) gets checkpoints/{last,best-*}.ckpt, samples/*.png,
-wandb/ (offline) and results.json with the test bits/dim over the whole test split.
+Each run directory (outputs/<task>/<time>_<run id>/, unique per run, printed first) gets checkpoints/{last,best-*}.ckpt,
+samples/*.png, wandb/ (offline) and results.json with the test bits/dim over the whole test split. A run
+locks its directory and never writes into one holding anything else (glow.rundir); a resumed run
+(ckpt_path=auto or last) reuses its saved .hydra/config.yaml with this command's overrides on top (glow.resume).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -32,17 +37,21 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from glow.conditioning import config_from_data
-from glow.checkpoints import SafeCheckpointIO, atomic_write_bytes, check_model_config, read_checkpoint
+from glow.checkpoints import SafeCheckpointIO, atomic_write_bytes, check_model_config, inside, read_checkpoint
 from glow.config import validate_train
 from glow.divergence import Diverged
 from glow.errors import ConfigError, exit_with_config_error, unwrap
 from glow.families import complete_config, defaults
 from glow.model_args import RUNTIME_ARGUMENTS
 from glow.preempt import PreemptionCheckpoint
-from glow.rundir import register_resolver, resolve_ckpt_path
+from glow import rundir
+from glow.resume import check_resume_hparams, resumed_config, save_effective_config
+from glow.run_config import RunConfigRecord
+from glow.rundir import register_resolver
 
 register_resolver()  # ${run_id:} in conf/train.yaml's hydra.run.dir
 
@@ -51,6 +60,8 @@ log = logging.getLogger("train")
 # Our train sampler resumes mid-epoch from the restored global step (glow.data.ResumableSampler),
 # so Lightning's generic warning about non-resumable loaders does not apply.
 warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+# A resumed run's checkpoints/ holds its own checkpoints: not the stranger's files Lightning warns about.
+warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
 
 def build(cfg: DictConfig):
@@ -72,13 +83,14 @@ def build(cfg: DictConfig):
         checkpoint = read_checkpoint(cfg.ckpt_path)
         check_model_config(checkpoint, model_config, cfg.ckpt_path, defaults=defaults(model_config),
                            ignore=RUNTIME_ARGUMENTS)
+        check_resume_hparams(checkpoint, module.hparams, cfg.ckpt_path)  # n_bits, optimizer, EMA
         checkpoint_io.preloaded[str(cfg.ckpt_path)] = checkpoint
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     for c in callbacks:
         if type(c).__name__ == "ModelCheckpoint":  # a plain one would trust restored paths
             raise ConfigError(f"callbacks: use glow.checkpoint_callbacks.SafeModelCheckpoint, not {type(c).__module__}."
                               f"ModelCheckpoint (it restores file paths from the checkpoint and deletes them)")
-    callbacks.append(PreemptionCheckpoint(checkpoint_dir))
+    callbacks += [PreemptionCheckpoint(checkpoint_dir), RunConfigRecord(cfg.data)]
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[checkpoint_io])
     return datamodule, module, trainer
@@ -118,17 +130,50 @@ def write_results(cfg: DictConfig, results: dict) -> Path:
     return path
 
 
+# what a full disk, a file-size limit or a directory turned read-only raise when a run writes
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 def run(cfg: DictConfig) -> dict:
+    """Claim the run directory (glow.rundir: checked and locked before any work), train, test."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    directory = cfg.paths.output_dir
     try:
-        cfg.ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+        cfg.ckpt_path = rundir.claim(directory, cfg.get("ckpt_path"),
+                                     "hydra.run.dir" if HydraConfig.initialized() else "paths.output_dir")
     except ConfigError as err:
         exit_with_config_error(err)
+    if rundir.is_rank_zero():
+        print(f"run directory: {Path(directory).resolve()}" + (f" (resuming {cfg.ckpt_path})" if cfg.ckpt_path else ""),
+              flush=True)
+    try:
+        return train_and_test(cfg)
+    except OSError as err:  # the disk filled or the directory stopped taking writes: atomic saves kept the rest
+        if err.errno not in WRITE_ERRORS or (err.filename and not inside(err.filename, directory)):
+            raise
+        print(f"error: cannot write {err.filename or 'into the run directory'} ({err.strerror}); what was saved "
+              f"before is intact: free space or fix the permissions, then resume with ckpt_path=auto "
+              f"hydra.run.dir={directory}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        rundir.release(directory)
+
+
+def train_and_test(cfg: DictConfig) -> dict:
     datamodule, module, trainer = build_or_exit(cfg)
+    if rundir.is_rank_zero():
+        save_effective_config(cfg)  # a resumed run's config, now that it passed its checks
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     preemption = next(c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint))
     preemption.install()
+    try:
+        return fit_and_test(cfg, datamodule, module, trainer, preemption)
+    finally:
+        preemption.uninstall()  # also after a failed write: the caller's signal handlers come back
+
+
+def fit_and_test(cfg: DictConfig, datamodule, module, trainer: L.Trainer, preemption: PreemptionCheckpoint) -> dict:
     start = time.time()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
@@ -176,6 +221,10 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    try:
+        cfg = resumed_config(cfg)  # a resume of this run directory: its saved config, this command on top
+    except ConfigError as err:
+        exit_with_config_error(err)
     results = run(cfg)
     return results.get("test_bpd")  # lets Hydra sweepers optimise it
 

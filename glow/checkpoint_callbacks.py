@@ -10,10 +10,11 @@ CheckpointIO in glow.checkpoints checks a third time).
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 from glow.checkpoints import inside
@@ -49,6 +50,10 @@ class SafeModelCheckpoint(ModelCheckpoint):
         if self.dirpath is not None and inside(filepath, self.dirpath) and filepath.endswith(".ckpt"):
             super()._remove_checkpoint(trainer, filepath)
 
+    def on_train_end(self, trainer: L.Trainer, module) -> None:
+        if not trainer.fast_dev_run:  # Lightning writes last.ckpt here even in a fast_dev_run
+            super().on_train_end(trainer, module)
+
     def _update_best_and_save(self, current, trainer: L.Trainer, monitor_candidates) -> None:
         # A non-finite score is never a "best" model (Lightning would save NaN as +inf into a free slot).
         if current is None or not math.isfinite(float(current)):
@@ -57,18 +62,30 @@ class SafeModelCheckpoint(ModelCheckpoint):
         super()._update_best_and_save(current, trainer, monitor_candidates)
 
 
-class SafeOnExceptionCheckpoint(OnExceptionCheckpoint):
+class SafeOnExceptionCheckpoint(L.Callback):
     """on_exception.ckpt, written only when this run made progress since it started (or resumed):
-    a resume that fails at once must not overwrite a good checkpoint with an untrained one."""
+    a resume that fails at once must not overwrite a good checkpoint with an untrained one. Nothing
+    is written after a failed write (a full disk, a directory turned read-only).
+
+    Lightning's OnExceptionCheckpoint is deliberately not the base: its presence makes ``fit(ckpt_path=None)``
+    look for a "last" checkpoint to resume silently (and warn twice on every fresh run)."""
 
     def __init__(self, dirpath, filename: str = "on_exception"):
-        super().__init__(dirpath, filename)
+        self.dirpath, self.filename = dirpath, filename
         self._start_step: int | None = None
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.dirpath, self.filename + ".ckpt")
 
     def on_train_start(self, trainer: L.Trainer, module) -> None:
         self._start_step = trainer.global_step
 
-    def on_exception(self, trainer: L.Trainer, *_: Any, **__: Any) -> None:
-        if self._start_step is None or trainer.global_step <= self._start_step:
+    def on_exception(self, trainer: L.Trainer, module, exception: BaseException) -> None:
+        if self._start_step is None or trainer.global_step <= self._start_step or isinstance(exception, OSError):
             return
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)
+
+    def teardown(self, trainer: L.Trainer, module, stage: str) -> None:
+        if stage == "fit":  # a run that ended well: an older crash's checkpoint is stale
+            trainer.strategy.remove_checkpoint(self.ckpt_path)

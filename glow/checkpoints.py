@@ -23,8 +23,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from glow.errors import CheckpointError
 
-# ".<name>.<pid>.tmp": the pid lets a later run tell a dead writer's leftovers from a live one's.
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+# ".<name>.ckpt.<pid>.tmp": the pid lets a later run tell a dead writer's leftovers from a live one's;
+# only a checkpoint's temp files are ever removed.
+_TMP = re.compile(r"^\.(?P<name>.+\.ckpt)\.(?P<pid>\d+)\.tmp$")
 
 # The layout of what train.py saves (hyper_parameters.model_config, state_dict prefixes model. and
 # ema.module.). 1: checkpoints written before the version was recorded; 2: the density-model interface.
@@ -54,9 +55,11 @@ def atomic_write_bytes(data: bytes, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(err, OSError) and err.filename is None:  # a failed write names no file: name ours
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     _fsync_dir(path.parent)
 

@@ -51,6 +51,7 @@ class DensityModule(L.LightningModule):
             self.ema.requires_grad_(False)  # DDP must not wait for gradients of the average
         self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long))
         self._skip_this_step = False
+        self._eval_seen = 0  # images of the split evaluated so far in this loop (glow's loaders keep order)
         self.divergence = DivergenceGuard(max_nonfinite_steps)
         # the run's planned last step (the LR schedule's end): max_steps, or glow.schedule.TimeBudget's estimate
         self.planned_steps: int | None = None
@@ -75,6 +76,11 @@ class DensityModule(L.LightningModule):
         rank = self.trainer.global_rank if self._trainer is not None else 0
         key = ((self.hparams.seed * 7 + stream) * 1_000_003 + batch_idx) * 4099 + rank
         return torch.Generator(device=self.device).manual_seed(key % (2 ** 63))
+
+    def image_generator(self, stream: int, index: int) -> torch.Generator:
+        """A CPU generator for one image of a split, from (seed, stream, the image's index)."""
+        key = ((self.hparams.seed * 7 + stream) * 2_147_483_659 + index) * 8191 + 1
+        return torch.Generator().manual_seed(key % (2 ** 63))
 
     def model_inputs(self, batch, generator: torch.Generator | None = None) -> ModelInputs:
         """A batch as the model sees it: images, labels, condition and inpainting hole (glow.density).
@@ -206,9 +212,34 @@ class DensityModule(L.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, batch, batch_idx: int, iw_samples: int = 0) -> dict[str, Tensor]:
-        """Per-image figures of an evaluation batch (the EMA weights when on), from the evaluation noise
-        stream: "bpd" and the family's eval_figures. The test, validation and learning-curve figures."""
-        return self.eval_model.evaluate(self.model_inputs(batch, self.noise_generator(1, batch_idx)), iw_samples)
+        """Per-image figures of an evaluation batch (the EMA weights when on): "bpd" and the family's
+        eval_figures. The test, validation and learning-curve figures. Batches come in order from
+        batch_idx 0 (the loaders of glow.data), so the batch's place in the split is counted here."""
+        if batch_idx == 0:
+            self._eval_seen = 0
+        first = self._eval_seen
+        self._eval_seen = first + batch[0].shape[0]
+        return self.eval_model.evaluate(self.eval_inputs(batch, batch_idx, first), iw_samples)
+
+    def eval_inputs(self, batch, batch_idx: int, first: int) -> ModelInputs:
+        """An evaluation batch whose dequantisation noise and inpainting hole are drawn per image, from
+        the key of the image's index in the split: a figure is the same whatever the evaluation batch
+        size or number of ranks (glow.data.samplers.ShardSampler gives rank r the indices r, r + W, ...).
+        Draws on the CPU, so any device gives the same figures."""
+        images, labels = batch
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+        generators = [self.image_generator(1, (first + i) * world + rank) for i in range(images.shape[0])]
+        cpu = images.cpu()
+        x = torch.cat([preprocess(cpu[i:i + 1], self.n_bits, generator=g) for i, g in enumerate(generators)])
+        holes = None
+        if self.mask_sampler is not None:
+            holes = torch.cat([self.mask_sampler(1, images.shape[-2:], generator=g) for g in generators])
+        bin_centres = lambda x: preprocess(x, self.n_bits, dequantize=False)  # noqa: E731
+        cond, hole = training_condition(self.model.kind, images, labels, lambda *_, **__: holes.to(images.device),
+                                        bin_centres)
+        # a family's other draws (a VAE's binarisation and posterior samples) stay per batch
+        return ModelInputs(images, labels, self.n_bits, self.noise_generator(1, batch_idx), cond, hole,
+                           _x=x.to(images.device))
 
     def _eval_step(self, stage: str, batch, batch_idx: int) -> None:
         figures = self.evaluate(batch, batch_idx, self.hparams.get("iw_samples", 0) if stage == "test" else 0)

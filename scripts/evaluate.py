@@ -1,10 +1,14 @@
 """Test bits/dim of any train.py checkpoint, computed by the same code as at the end of training.
 
-    python scripts/evaluate.py ckpt_path=outputs/mnist/<run>/checkpoints/last.ckpt data=mnist
+    python scripts/evaluate.py ckpt_path=outputs/mnist/<run>/checkpoints/last.ckpt      # the run's own data
+    python scripts/evaluate.py ckpt_path=... data.path=/new/place/of/the/images          # the run's, moved
     python scripts/evaluate.py ckpt_path=... data=imagefolder data.path=../shared/datasets/cifar10-subset
     python scripts/evaluate.py ckpt_path=... trainer.precision=bf16-mixed split=val
 
-Writes <run dir>/results.json with {"test_bpd": ..., ...}. The checkpoint loads with weights_only=True.
+The data set, image size and layout are the checkpoint's run's (glow.run_config), with data.* keys
+given here on top; its figure equals the run's results.json on the same split (per-image noise, any
+data.eval_batch_size). Writes <run dir>/results.json with {"test_bpd": ..., ...}. The checkpoint loads
+with weights_only=True. Exit code 2: a bad value or checkpoint, one line.
 """
 
 from __future__ import annotations
@@ -21,14 +25,20 @@ from glow.config import validate_ckpt_path
 from glow.data.checks import check_image_shape
 from glow.errors import ConfigError, exit_with_config_error
 from glow.module import DensityModule
+from glow.run_config import use_run_data
+from glow.rundir import register_resolver
+
+register_resolver()  # ${unique_id:} in conf/evaluate.yaml's hydra.run.dir
 
 
 def evaluate(cfg: DictConfig) -> dict:
     try:
-        validate_ckpt_path(cfg.ckpt_path)
+        validate_ckpt_path(cfg.ckpt_path, required=True)
         if cfg.split not in ("test", "val"):
             raise ConfigError(f"split={cfg.split!r} is not allowed: use test or val")
-        read_checkpoint(cfg.ckpt_path)  # one line naming the file if it is empty, truncated or foreign
+        checkpoint = read_checkpoint(cfg.ckpt_path)  # one line naming the file if it is empty, truncated or foreign
+        use_run_data(cfg, cfg.ckpt_path, checkpoint, checkpoint["hyper_parameters"]["model_config"].get("image_shape"))
+        del checkpoint
         datamodule = instantiate(cfg.data)
     except (ConfigError, ValueError) as err:
         exit_with_config_error(err)

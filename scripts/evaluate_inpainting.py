@@ -49,9 +49,14 @@ from glow.data.checks import check_image_shape
 from glow.density import DensityModel
 from glow.errors import ConfigError, exit_with_config_error
 from glow.sampling.inpaint import METHODS, ROUTES, completions_uint8, inpaint, pick_route
+from glow.checkpoints import read_checkpoint
 from glow.masks import MASK_KINDS, make_mask
+from glow.run_config import use_run_data
+from glow.rundir import register_resolver
 from glow.quantize import bits_per_dim, preprocess
 from glow.sampling import load, save_grid
+
+register_resolver()  # ${unique_id:} in conf/evaluate_inpainting.yaml's hydra.run.dir
 
 
 def all_images(dataset, limit: int | None = None) -> torch.Tensor:
@@ -175,7 +180,7 @@ def choose_temperature(model, val: torch.Tensor, method: str, cfg: DictConfig, d
 def evaluate(cfg: DictConfig) -> dict:
     methods = list(cfg.method) if isinstance(cfg.method, (list, ListConfig)) else [cfg.method]
     try:
-        validate_ckpt_path(cfg.ckpt_path)
+        validate_ckpt_path(cfg.ckpt_path, required=True)
         for method in methods:
             if method not in METHODS:
                 raise ConfigError(f"method={method!r} is not allowed: use one of {', '.join(METHODS)} (or a list)")
@@ -187,6 +192,7 @@ def evaluate(cfg: DictConfig) -> dict:
         t = cfg.inpaint_temperature
         if t is not None and t != "auto" and (not isinstance(t, (int, float)) or t < 0):
             raise ConfigError(f"inpaint_temperature={t!r} is not allowed: use auto, null or a number >= 0")
+        use_run_data(cfg, cfg.ckpt_path, read_checkpoint(cfg.ckpt_path))  # the run's data, data.* given here on top
         datamodule = instantiate(cfg.data)
     except (ConfigError, ValueError) as err:
         exit_with_config_error(err)

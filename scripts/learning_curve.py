@@ -2,13 +2,15 @@
 
     python scripts/learning_curve.py                  # the default, plain Glow and its 3 ablations, 3 seeds
     python scripts/learning_curve.py variants=[default,peer_budget] seeds=[0] max_steps=400 eval_steps=[200,400]
-    python scripts/learning_curve.py output=docs/learning_curve overrides=[module.lr=2e-3]
+    python scripts/learning_curve.py output=docs/learning_curve 'overrides=["module.lr=2e-3"]'
 
 Each (variant, seed) is one `train.py` run in a subprocess (the same code path as `make train`), with
 the glow.curve.TestCurve callback evaluating the WHOLE test split at ``eval_steps``. Writes
 <output>.json and <output>.csv with rows (variant, seed, step, test_bpd, seconds) and <output>.png
-(mean over seeds, min-max band). Runs that already finished are reused, so an interrupted sweep
-resumes where it stopped. Set GLOW_DATA_DIR to a local MNIST copy.
+(mean over seeds, min-max band). A finished run is reused only when its saved config matches the
+command (variant, overrides, seed, max_steps, eval_steps), so an interrupted sweep resumes where it
+stopped; a finished run with other settings is refused in one line (exit 2): use another output=.
+Set GLOW_DATA_DIR to a local MNIST copy.
 """
 
 from __future__ import annotations
@@ -27,21 +29,40 @@ import hydra
 from omegaconf import DictConfig
 
 from glow.errors import exit_with_config_error
+from glow.run_config import settings_differ
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def settings(cfg: DictConfig, variant: str, seed: int, curve: Path) -> list[str]:
+    """The train.py overrides that define one run of the sweep."""
+    steps = "[" + ",".join(str(s) for s in cfg.eval_steps) + "]"
+    return [*cfg.catalogue[variant], *cfg.overrides, f"seed={seed}", f"trainer.max_steps={cfg.max_steps}",
+            "test_after_fit=false", "+callbacks.curve._target_=glow.curve.TestCurve",
+            f"+callbacks.curve.eval_steps={steps}", f"+callbacks.curve.output={curve}"]
+
+
+def check_finished(cfg: DictConfig, variant: str, seed: int, runs: Path) -> None:
+    """A finished run is reused only when it was trained with this command's settings."""
+    run_dir = runs / f"{variant}_seed{seed}"
+    if not (run_dir / "done").exists():
+        return
+    differ = settings_differ(run_dir, settings(cfg, variant, seed, run_dir / "curve.jsonl"))
+    if differ:
+        key, have, wanted = differ[0]
+        exit_with_config_error(f"output={cfg.output!r} is not allowed: its finished run {run_dir.name} was trained with "
+                               f"{key}={have}, and this command asks {key}={wanted}; use another output= (or remove "
+                               f"{run_dir.name})")
 
 
 def run_one(cfg: DictConfig, variant: str, seed: int, runs: Path) -> list[dict]:
     run_dir = runs / f"{variant}_seed{seed}"
     curve = run_dir / "curve.jsonl"
-    if (run_dir / "done").exists():
+    if (run_dir / "done").exists():  # checked against this command by check_finished
         return [json.loads(line) for line in curve.read_text().splitlines()]
     shutil.rmtree(run_dir, ignore_errors=True)  # a half-finished run of ours: start it again
-    steps = "[" + ",".join(str(s) for s in cfg.eval_steps) + "]"
-    command = [sys.executable, str(REPO / "train.py"), *cfg.catalogue[variant], *cfg.overrides,
-               f"seed={seed}", f"trainer.max_steps={cfg.max_steps}", "test_after_fit=false", "logger=none",
-               f"hydra.run.dir={run_dir}", "+callbacks.curve._target_=glow.curve.TestCurve",
-               f"+callbacks.curve.eval_steps={steps}", f"+callbacks.curve.output={curve}"]
+    command = [sys.executable, str(REPO / "train.py"), *settings(cfg, variant, seed, curve), "logger=none",
+               f"hydra.run.dir={run_dir}"]
     print(f"== {variant} seed {seed}: {' '.join(command[2:])}", flush=True)
     env = dict(os.environ)
     if cfg.jobs > 1:  # parallel runs: one thread each, so they do not fight over the cores
@@ -97,6 +118,8 @@ def main(cfg: DictConfig) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     # seed-major: an interrupted sweep still has every variant at the first seeds
     jobs = [(variant, int(seed)) for seed in cfg.seeds for variant in cfg.variants]
+    for job in jobs:  # before any training: a finished run with other settings stops the sweep
+        check_finished(cfg, *job, runs)
     with ThreadPoolExecutor(max_workers=max(1, int(cfg.jobs))) as pool:
         curves = list(pool.map(lambda job: run_one(cfg, *job, runs), jobs))
     rows = [dict(variant=v, seed=s, **r) for (v, s), curve in zip(jobs, curves) for r in curve]

@@ -6,8 +6,10 @@
     python scripts/vae_table.py --steps 5000 --seeds 0 1 2 --out runs/vae_table --table-only   # finished runs only
 
 Each run is ``python train.py experiment=vae_mnist model.posterior=P model.flow_length=K
-trainer.max_steps=S seed=s`` in <out>/<P>_seed<s>/. Resumable: a run with results.json is skipped, one
-with a checkpoint but no results resumes from it (ckpt_path=last). Writes <out>/vae_table.{md,json}.
+trainer.max_steps=S seed=s`` in <out>/<P>_seed<s>/. Resumable: a finished run is reused only when its
+saved config (.hydra/config.yaml) matches the command; one with a checkpoint but no results, or one
+trained with fewer steps and otherwise the same settings, resumes (ckpt_path=auto) to S steps. A run
+with other settings is refused in one line (exit 2): use another --out. Writes <out>/vae_table.{md,json}.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from glow.errors import exit_with_config_error
+from glow.run_config import settings_differ
 from glow.vae import POSTERIORS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,16 +31,22 @@ REPO = Path(__file__).resolve().parents[1]
 def run_one(out: Path, posterior: str, seed: int, args) -> dict | None:
     run_dir = out / f"{posterior}_seed{seed}"
     results = run_dir / "results.json"
-    if results.is_file():
-        return json.loads(results.read_text())
+    settings = ["experiment=vae_mnist", f"model.posterior={posterior}", f"model.flow_length={args.flow_length}",
+                f"trainer.max_steps={args.steps}", f"seed={seed}", f"eval.iw_samples={args.iw_samples}", *args.overrides]
+    command = [sys.executable, str(REPO / "train.py"), *settings, f"logger={args.logger}", f"hydra.run.dir={run_dir}",
+               "callbacks.progress.refresh_rate=100"]
+    if results.is_file() or (run_dir / "checkpoints" / "last.ckpt").is_file():
+        differ = settings_differ(run_dir, settings)
+        fewer_steps = [d for d in differ if d[0] == "trainer.max_steps" and isinstance(d[1], int) and d[1] < args.steps]
+        if differ and differ != fewer_steps:
+            key, have, wanted = next(d for d in differ if d not in fewer_steps)
+            exit_with_config_error(f"--out={str(out)!r} is not allowed: {run_dir.name} was trained with {key}={have}, "
+                                   f"and this table asks {key}={wanted}; use another --out (or remove that run)")
+        if results.is_file() and not differ:
+            return json.loads(results.read_text())
+        command.append("ckpt_path=auto")  # unfinished, or finished at fewer steps: resume it to args.steps
     if args.table_only:
         return None
-    command = [sys.executable, str(REPO / "train.py"), "experiment=vae_mnist", f"model.posterior={posterior}",
-               f"model.flow_length={args.flow_length}", f"trainer.max_steps={args.steps}", f"seed={seed}",
-               f"eval.iw_samples={args.iw_samples}", f"logger={args.logger}", f"hydra.run.dir={run_dir}",
-               "callbacks.progress.refresh_rate=100", *args.overrides]
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        command.append("ckpt_path=last")
     print("+", " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True, cwd=REPO)  # train.py imports the glow beside it
     return json.loads(results.read_text())

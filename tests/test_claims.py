@@ -59,8 +59,8 @@ def test_evaluation_uses_the_ema_weights():
     with torch.no_grad():
         module._eval_step("val", batch, 0)
         evaluated = module.eval_metrics["val"].compute_and_reset()["bpd"].item()
-        ema = module.ema.module.evaluate(module.model_inputs(batch, module.noise_generator(1, 0)))["bpd"].mean().item()
-        live = module.model.evaluate(module.model_inputs(batch, module.noise_generator(1, 0)))["bpd"].mean().item()
+        ema = module.ema.module.evaluate(module.eval_inputs(batch, 0, 0))["bpd"].mean().item()
+        live = module.model.evaluate(module.eval_inputs(batch, 0, 0))["bpd"].mean().item()
     assert evaluated == pytest.approx(ema, abs=1e-6)
     assert abs(ema - live) > 1e-3, "the EMA and live weights give the same figure: nothing tested"
 

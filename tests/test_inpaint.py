@@ -173,7 +173,7 @@ def test_inpainting_end_to_end_from_a_trained_checkpoint(tmp_path, synthetic_fol
     data = ["data=imagefolder", f"data.path={synthetic_folder}", "data.image_size=16"]
     extra = ["model.conditional=image", "model.cond_channels=8", "model.cond_encoder=unet",
              "model.conditional_layers=true"] if route == "cglow" else []
-    trained = train.run(compose_train(tmp_path, data + extra + ["trainer.max_steps=6"]))
+    trained = train.run(compose_train(tmp_path / "run", data + extra + ["trainer.max_steps=6"]))  # not beside the images
     methods = "method=cglow" if route == "cglow" else "method=[latent,mcmc]"  # one results file for both
     results, out = _evaluate_inpainting(tmp_path, trained["last_checkpoint"],
                                         data + ["n_images=4", "n=3", "mcmc_steps=10", "mask_size=6", "batch_size=2",

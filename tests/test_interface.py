@@ -109,10 +109,10 @@ def test_train_py_writes_the_format_version(tmp_path):
     from tests.conftest import compose_train
     import train
 
-    train.run(compose_train(tmp_path, ["data=imagefolder", f"data.path={_folder(tmp_path)}", "model.levels=2",
-                                       "model.steps=1", "model.hidden_channels=4", "trainer.max_steps=2",
-                                       "data.image_size=8", "data.batch_size=4", "test_after_fit=false"]))
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)[FORMAT_KEY] == FORMAT_VERSION
+    train.run(compose_train(tmp_path / "run", ["data=imagefolder", f"data.path={_folder(tmp_path)}", "model.levels=2",
+                                               "model.steps=1", "model.hidden_channels=4", "trainer.max_steps=2",
+                                               "data.image_size=8", "data.batch_size=4", "test_after_fit=false"]))
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)[FORMAT_KEY] == FORMAT_VERSION
 
 
 def _folder(tmp_path):

@@ -189,7 +189,7 @@ def test_used_run_directory_is_refused_and_ckpt_path_last_resumes(tmp_path, caps
     folder = good_ckpt.parents[2] / "data"
     before = good_ckpt.read_bytes()
     err = one_line_exit(capsys, train.run, compose_train(run_dir, folder_overrides(folder) + ["trainer.max_steps=4"]))
-    assert "already holds checkpoints" in err and "ckpt_path=last" in err
+    assert "already holds a run" in err and "ckpt_path=auto" in err
     assert good_ckpt.read_bytes() == before
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)

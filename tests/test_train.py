@@ -28,8 +28,9 @@ def test_fast_dev_run_every_preset_on_synthetic_images(tmp_path, synthetic_folde
                  "model.levels=2", "model.steps=2", "model.hidden_channels=8"]
     if coupling == "spline":
         overrides.append("model.coupling=spline")
-    results = run(tmp_path, overrides, debug="fast_dev_run")
+    results = run(tmp_path / "run", overrides, debug="fast_dev_run")  # tmp_path holds the images: not a run's
     assert torch.isfinite(torch.tensor(results["test_bpd"]))
+    assert not list((tmp_path / "run").glob("checkpoints/*.ckpt"))  # "no checkpoint is saved" (conf/debug)
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 
 from glow.data.checks import check_image_shape
 from glow.density import DensityModel
-from glow.errors import first_line, unwrap
+from glow.errors import ConfigError, first_line, unwrap
+from glow.run_config import run_data_node
 from glow.sampling.load import load_checkpoint, rebuild
 
 
@@ -63,8 +64,10 @@ class DemoSession:
         run_dir = run_dir_of(ckpt_path)
         run_config = _read_yaml(run_dir / ".hydra" / "config.yaml")
         results = _read_json(run_dir / "results.json")
-        if run_config is not None and run_config.get("data") is not None:
-            data_config = run_config.data
+        try:  # the run's data config (glow.run_config: the same as sample.py's and the scripts')
+            data_config = run_data_node(ckpt_path, checkpoint)[0] or data_config
+        except ConfigError:  # a damaged run config only costs the test images, never the page
+            pass
         return cls(model, ckpt_path, hparams, run_config, results, data_config, batch_size)
 
     @property
