@@ -47,11 +47,17 @@ class VariationalDequantizer(nn.Module):
             for k in range(couplings)])
 
     def forward(self, images: Tensor, n_bits: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """(y: the dequantised images in [-0.5, 0.5), log q(u | x): nats [B])."""
-        bins = reduce_bits(images, n_bits).to(self.features[0].weight.dtype)  # float64 in the exactness tests
+        """(y: the dequantised images in [-0.5, 0.5), log q(u | x): nats [B]), eps drawn from ``generator``."""
+        dtype = self.features[0].weight.dtype  # float64 in the exactness tests
+        eps = torch.randn(images.shape, generator=generator, device=images.device, dtype=dtype) \
+            if generator is not None else torch.randn(images.shape, device=images.device, dtype=dtype)
+        return self.from_noise(images, n_bits, eps)
+
+    def from_noise(self, images: Tensor, n_bits: int, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """(y, log q(u | x)) of given standard-normal draws ``eps`` shaped like the images."""
+        bins = reduce_bits(images, n_bits).to(self.features[0].weight.dtype)
         centres = (bins + 0.5) / 2 ** n_bits - 0.5
-        eps = torch.randn(bins.shape, generator=generator, device=bins.device, dtype=bins.dtype) \
-            if generator is not None else torch.randn_like(bins)
+        eps = eps.to(bins.dtype)
         v, logdet = self.flow(eps, self.features(centres))
         v = v.to(logdet_dtype(eps))
         u = torch.special.ndtr(v).clamp(max=1 - 2 ** -24)  # [0, 1): the bin's upper edge is the next bin's

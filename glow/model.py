@@ -19,7 +19,6 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from glow.conditioning import make_condition
 from glow.density import Capabilities, DensityModel, ModelInputs, ObjectiveTerms
 from glow.dequantization import DEQUANTIZATIONS
 from glow.encoders import ConditionEncoder, UNetEncoder
@@ -149,9 +148,6 @@ class Glow(DensityModel):
         self._n_bits = int(value)
         if getattr(self, "observed", None) is not None:  # its bin width is the model's
             self.observed.n_bits = int(value)
-
-    # -- conditioning -----------------------------------------------------------------------
-    make_condition = staticmethod(make_condition)  # see glow.conditioning
 
     # -- the flow ---------------------------------------------------------------------------
     def _hole_shift(self, cond: Tensor, outputs: dict | None) -> Tensor:

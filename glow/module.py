@@ -229,8 +229,12 @@ class DensityModule(L.LightningModule):
         images, labels = batch
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
         generators = [self.image_generator(1, (first + i) * world + rank) for i in range(images.shape[0])]
-        cpu = images.cpu()
-        x = torch.cat([preprocess(cpu[i:i + 1], self.n_bits, generator=g) for i, g in enumerate(generators)])
+        cpu, log_q = images.cpu(), None
+        if self.dequantizer is None:
+            x = torch.cat([preprocess(cpu[i:i + 1], self.n_bits, generator=g) for i, g in enumerate(generators)])
+        else:  # q(u | x) maps per-image standard-normal draws (glow.dequantization)
+            eps = torch.cat([torch.randn((1, *images.shape[1:]), generator=g) for g in generators])
+            x, log_q = self.dequantizer.from_noise(images, self.n_bits, eps.to(images.device))
         holes = None
         if self.mask_sampler is not None:
             holes = torch.cat([self.mask_sampler(1, images.shape[-2:], generator=g) for g in generators])
@@ -239,7 +243,7 @@ class DensityModule(L.LightningModule):
                                         bin_centres)
         # a family's other draws (a VAE's binarisation and posterior samples) stay per batch
         return ModelInputs(images, labels, self.n_bits, self.noise_generator(1, batch_idx), cond, hole,
-                           _x=x.to(images.device))
+                           _x=x.to(images.device), _log_q=log_q)
 
     def _eval_step(self, stage: str, batch, batch_idx: int) -> None:
         figures = self.evaluate(batch, batch_idx, self.hparams.get("iw_samples", 0) if stage == "test" else 0)

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from glow.conditioning import make_condition
 from glow import Glow
 from glow.exactness import jacobian_logdet, perturb
 from glow.flows import ConditionalActNorm, ConditionalInvConv1x1
@@ -54,7 +55,7 @@ def test_observed_as_noise_is_exact_and_maps_observed_pixels_to_uniform_noise():
     hole = make_mask("pixels", 3, (4, 4), generator=torch.Generator().manual_seed(0)).double()
     centres = preprocess(images * 8, 5, dequantize=False).double()
     x = preprocess(images * 8, 5, generator=torch.Generator().manual_seed(1)).double()
-    cond = Glow.make_condition(centres, hole)
+    cond = make_condition(centres, hole)
     y, logdet = layer(x, cond)
     observed = (hole == 0).expand_as(x)
     assert (y[observed].abs() <= 0.5).all() and y[observed].std() > 0.2  # the dequantisation noise
@@ -70,7 +71,7 @@ def test_gaussian_observed_noise_is_exact_and_standard_normal_on_observed_pixels
     images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=gen)
     hole = make_mask("pixels", 64, (8, 8), generator=gen).double()
     x = preprocess(images, 8, generator=gen).double()
-    cond = Glow.make_condition(preprocess(images, 8, dequantize=False).double(), hole)
+    cond = make_condition(preprocess(images, 8, dequantize=False).double(), hole)
     y, logdet = layer(x, cond)
     observed = (hole == 0).expand_as(x)
     assert torch.equal(y[~observed], x[~observed])
@@ -94,7 +95,7 @@ def test_gaussian_observed_pixels_cost_nothing_under_a_standard_normal_prior():
     images = torch.randint(0, 256, (4, 1, 4, 4), dtype=torch.uint8)
     hole = torch.zeros(4, 1, 4, 4, dtype=torch.float64)  # everything observed
     x = preprocess(images, 8).double()
-    y, logdet = layer(x, Glow.make_condition(preprocess(images, 8, dequantize=False).double(), hole))
+    y, logdet = layer(x, make_condition(preprocess(images, 8, dequantize=False).double(), hole))
     log_prior = (-0.5 * (math.log(2 * math.pi) + y ** 2)).flatten(1).sum(1)
     expected = 16 * (8 * math.log(2) + math.log1p(-2e-4))
     assert torch.allclose(log_prior + logdet, torch.full_like(logdet, expected), atol=1e-9)

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from glow.conditioning import make_condition
 from glow import Glow
 from glow.flows import ActNorm, FlowSequence, InvConv1x1
 from glow.sampling.inpaint import inpaint
@@ -126,7 +127,7 @@ def test_empty_mask_returns_the_input():
 def test_conditional_glow_is_exact_given_the_condition():
     model = tiny("image").double()
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64) - 0.5
-    cond = Glow.make_condition(x, make_mask("pixels", 2, (8, 8)).double())
+    cond = make_condition(x, make_mask("pixels", 2, (8, 8)).double())
     zs, logdet = model.encode(x, cond)
     assert (model.decode(zs, cond) - x).abs().max() < 1e-10
     flat = lambda v: torch.cat([z.flatten(1) for z in model.encode(v, cond[:1])[0]], 1)  # noqa: E731
