@@ -1,5 +1,6 @@
-"""Argument checks of the data module: one-line ValueErrors naming ``data.<arg>``, the value and
-what is allowed, for arguments that are wrong whatever the data."""
+"""Argument checks of the data module: one-line ConfigErrors (ValueErrors) naming ``data.<arg>``, the value
+and what is allowed, for arguments that are wrong whatever the data. Checks against the files themselves
+(every image's size, missing or damaged data sets) are glow.data.screening's and glow.data.sources'."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from glow.errors import ConfigError, is_int
 from glow.data.registry import NAMES, RESIZE_MODES, TARGETS
 
 
-def not_allowed(arg: str, value: object, allowed: str) -> ValueError:
-    return ValueError(f"data.{arg}={value!r} is not allowed: {allowed}")
+def not_allowed(arg: str, value: object, allowed: str) -> ConfigError:
+    """A ConfigError (a ValueError): train.py stops with this one line even when the data module raises it
+    inside fit (a batch larger than the data set is found when the loader is built)."""
+    return ConfigError(f"data.{arg}={value!r} is not allowed: {allowed}")
 
 
 def _check_optional_positive(arg: str, value: object) -> None:
