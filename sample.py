@@ -30,7 +30,8 @@ import torch
 from omegaconf import DictConfig
 
 from glow import sampling
-from glow.config import validate_sample
+from glow.cli import hydra_entry
+from glow.config import check_output_size, validate_sample
 from glow.errors import ConfigError, exit_with_config_error
 from glow.sampling.tasks import TASKS, check_task, output_name
 
@@ -49,6 +50,7 @@ def run(cfg: DictConfig) -> dict:
         torch.manual_seed(cfg.seed)
         model = sampling.load(cfg.ckpt_path, use_ema=cfg.ema).to(device)
         check_task(cfg, model)
+        check_output_size(cfg, model, TASKS[cfg.task].default_n)  # n bounded by the memory of its grid
         generator = torch.Generator().manual_seed(cfg.seed)  # CPU draws: the same noise on any device
         task = TASKS[cfg.task]
         images, nrow, summary = task.run(cfg, model, cfg.n or task.default_n, generator)
@@ -73,4 +75,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "sample", Path(__file__).resolve().parent / "conf")  # --help; composition errors: one line

@@ -36,7 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from glow.conditioning import config_from_data
 from glow.checkpoints import SafeCheckpointIO, atomic_write_bytes, check_model_config, read_checkpoint
-from glow.config import validate_train
+from glow.cli import hydra_entry
+from glow.config import check_seed, validate_train
 from glow.divergence import Diverged
 from glow.errors import ConfigError, exit_with_config_error, unwrap
 from glow.families import complete_config, defaults
@@ -148,7 +149,7 @@ def run(cfg: DictConfig) -> dict:
               f"ckpt_path={preemption.saved}", file=sys.stderr)
         raise SystemExit(preemption.exit_code)
     save_final_checkpoint(trainer)
-    results = {"steps": trainer.global_step, "wall_time_s": round(fit_seconds, 1),
+    results = {"steps": trainer.global_step, "wall_time_s": round(fit_seconds, 1), "data": datamodule.source,
                "nonfinite_steps": int(module.nonfinite_steps), "rollbacks": module.divergence.rollbacks}
     if cfg.test_after_fit:
         metrics = trainer.test(module, datamodule=datamodule, verbose=False)
@@ -176,9 +177,13 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    results = run(cfg)
+    try:
+        check_seed("seed", cfg.get("seed"))  # before run() seeds anything (Lightning would pick a random seed)
+        results = run(cfg)
+    except ConfigError as err:  # found once fit has the data (damaged files, a batch larger than the data set)
+        exit_with_config_error(err)
     return results.get("test_bpd")  # lets Hydra sweepers optimise it
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "train", Path(__file__).resolve().parent / "conf")  # --help; composition errors: one line

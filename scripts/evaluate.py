@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from glow.checkpoints import read_checkpoint
+from glow.cli import hydra_entry
 from glow.config import validate_ckpt_path
 from glow.data.checks import check_image_shape
 from glow.errors import ConfigError, exit_with_config_error
@@ -63,4 +64,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "evaluate", Path(__file__).resolve().parents[1] / "conf")  # --help; composition errors: one line

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional import structural_similarity_index_measure as ssim
 from tqdm import tqdm
 
+from glow.cli import hydra_entry
 from glow.conditioning import make_condition
 from glow.config import validate_ckpt_path
 from glow.data.checks import check_image_shape
@@ -248,4 +249,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "evaluate_inpainting", Path(__file__).resolve().parents[1] / "conf")  # --help; composition errors: one line
