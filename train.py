@@ -61,6 +61,7 @@ def build(cfg: DictConfig):
     """
     validate_train(cfg)
     datamodule = instantiate(cfg.data)
+    datamodule.check_batch_fits()  # a batch larger than the data set: one line now, not a traceback in fit
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["image_shape"] = list(datamodule.image_shape)
     model_config.update(config_from_data(model_config.get("conditional"), datamodule.num_classes))

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         session = open_session(cfg)
-        serve(session, cfg.host, cfg.port)
+        serve(session, cfg.host, cfg.port, auth=cfg.get("auth"), max_upload_mb=cfg.get("max_upload_mb", 10))
     except ConfigError as err:
         exit_with_config_error(err)
 

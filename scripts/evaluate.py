@@ -18,18 +18,21 @@ from omegaconf import DictConfig
 
 from glow.checkpoints import read_checkpoint
 from glow.cli import hydra_entry
-from glow.config import validate_ckpt_path
+from glow.config import require_values, validate_ckpt_path
 from glow.data.checks import check_image_shape
 from glow.errors import ConfigError, exit_with_config_error
 from glow.module import DensityModule
+from glow.sampling.load import rebuild
 
 
 def evaluate(cfg: DictConfig) -> dict:
     try:
+        require_values(cfg)
         validate_ckpt_path(cfg.ckpt_path)
         if cfg.split not in ("test", "val"):
             raise ConfigError(f"split={cfg.split!r} is not allowed: use test or val")
-        read_checkpoint(cfg.ckpt_path)  # one line naming the file if it is empty, truncated or foreign
+        # one line naming the file if it is empty, truncated, foreign or crafted (sizes checked before allocating)
+        rebuild(read_checkpoint(cfg.ckpt_path), cfg.ckpt_path)
         datamodule = instantiate(cfg.data)
     except (ConfigError, ValueError) as err:
         exit_with_config_error(err)

@@ -212,8 +212,21 @@ def test_a_truncated_mnist_file_is_named_corrupt_and_never_replaced_by_digits(tm
 
 
 def test_a_batch_larger_than_the_data_set_is_one_config_error(tmp_path):
-    dm = ImageDataModule("imagefolder", path=str(folder(tmp_path / "d")), image_size=8, batch_size=64)
+    data = str(folder(tmp_path / "d"))  # 8 training images, 2 of them held out for validation
+    dm = ImageDataModule("imagefolder", path=data, image_size=8, batch_size=64, val_fraction=0.25)  # test images only
+    with pytest.raises(ConfigError) as err:  # for training: known from the folder's index, before any decoding
+        dm.check_batch_fits()
+    assert one_line(err).startswith("data.batch_size=64 is not allowed") and "at most 6 training" in one_line(err)
+    with pytest.raises(ConfigError):  # a data set of known size, before it is loaded
+        ImageDataModule("digits", batch_size=5000).check_batch_fits()
+    # the exact count (what the loader holds: here after a test hold-out) is checked again where it is known
+    flat = tmp_path / "flat" / "a"
+    flat.mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (8, 8), (i, i, i)).save(flat / f"{i}.png")
+    dm = ImageDataModule("imagefolder", path=str(flat.parent), batch_size=5, val_fraction=0.25, test_fraction=0.5)
+    dm.check_batch_fits()  # at most 6 (the test hold-out is not counted before the split)
     dm.setup()
     with pytest.raises(ConfigError) as err:
         dm.train_dataloader()
-    assert one_line(err).startswith("data.batch_size=64 is not allowed")
+    assert one_line(err).startswith("data.batch_size=5 is not allowed")

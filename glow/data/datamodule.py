@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from glow.data.checks import check_arguments, check_classes, check_size, not_allowed
+from glow.data.checks import check_arguments, check_batch_fits, check_classes, check_size, not_allowed
 from glow.data.datasets import ImageFileDataset, ImageTensorDataset, load_digits_images, split_indices
 from glow.data.folder import FolderIndex, scan_image_folder, screen_folder
 from glow.data.images import collate_readable, fit_in_chunks, to_channels
@@ -32,11 +32,9 @@ class ImageDataModule(L.LightningDataModule):
         path: imagefolder only: ``<path>/{train,test}/<class>/<image>`` or ``<path>/<class>/<image>``
             (then ``test_fraction`` is held out). A relative path is taken relative to ``root``.
         batch_size / eval_batch_size: train / val+test batch size per process (eval defaults to train).
-        image_size: square output size; None = native size.
-        resize: how to reach image_size: pad | resize | center_crop (see ``fit_size``).
-        random_flip: random horizontal flips, train split only.
-        val_fraction: share of the (filtered, limited) training split held out for validation.
-        test_fraction: held-out test share where there is no test split (imagefolder, digits).
+        image_size / resize: square output size (None = native), reached by pad | resize | center_crop (fit_size).
+        val_fraction / test_fraction: held out of the (filtered, limited) training split for validation / for
+            testing where there is no test split (imagefolder, digits).
         classes: keep only these labels; labels keep their values (``num_classes`` is unchanged).
         limit_train / limit_test: keep the first N images (after the class filter, before validation).
         target: class | attr (CelebA's 40 binary attributes as a long ``[B, 40]``).
@@ -46,7 +44,7 @@ class ImageDataModule(L.LightningDataModule):
             digits (``self.source``: "digits"). A damaged MNIST file is named, never replaced.
         num_workers: DataLoader workers; None -> 0 for in-memory data sets (an item is a tensor index,
             cheaper than shipping it to another process), ``default_num_workers()`` for image files.
-        seed: chooses the held-out splits and the training order.
+        seed: chooses the held-out splits and the training order. random_flip: h-flips, train split only.
     """
 
     def __init__(self, name: str, root: str | None = None, path: str | None = None,
@@ -98,6 +96,14 @@ class ImageDataModule(L.LightningDataModule):
         self.test_set: Dataset | None = None
         if not download and self._missing() and not self._falls_back():  # before any work: one line, the layout
             raise DataUnavailableError(self._missing_message())
+
+    def check_batch_fits(self) -> None:
+        """For training (train.py calls it before any work): a batch larger than every training image there can be
+        is one line; the exact count is checked again by train_dataloader (sample.py needs no training batch)."""
+        labels = self._folder.train[1] if self._folder is not None else None
+        check_batch_fits(self.batch_size, self._spec.train_size if labels is None else
+                         sum(1 for y in labels if self.classes is None or y in self.classes),
+                         self.limit_train, self.val_fraction)
 
     def _scan_folder(self) -> DatasetSpec:
         if not Path(self.path).is_dir():
@@ -212,9 +218,8 @@ class ImageDataModule(L.LightningDataModule):
     def _why_missing(self) -> str:
         if self._download_error is not None:
             return f" and the download failed ({self._download_error})"
-        if self.download and not self._download_tried:
-            return " (download=True, but prepare_data() did not run in this process)"
-        return "" if self.download else " (download=False)"
+        untried = "" if self._download_tried else " (download=True, but prepare_data() did not run in this process)"
+        return untried if self.download else " (download=False)"
 
     def _missing(self) -> list[str]:
         """The data set's files (SPECS[name].files) missing under root; none for digits and image folders."""
@@ -224,11 +229,7 @@ class ImageDataModule(L.LightningDataModule):
         return self.name == "mnist" and self.fallback
 
     def _missing_message(self) -> str:
-        missing = self._missing()
-        hint = ", or data.fallback=true for the scikit-learn digits stand-in" if self.name == "mnist" else ""
-        return (f"data={self.name} is not allowed: {self.name} not found under {self.root}{self._why_missing()}: "
-                f"expected {sources.layout(self.name, self.root)} ({len(missing)} missing); download it with "
-                f"data.download=true, or point data.root (or GLOW_DATA_DIR) at a copy{hint}")
+        return sources.missing_message(self.name, self.root, self._why_missing())
 
     def _digits_splits(self) -> tuple[Dataset, Dataset]:
         self.source = "digits"

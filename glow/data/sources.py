@@ -85,6 +85,14 @@ def layout(name: str, root: str) -> str:
     return os.path.join(root, folder, "{" + ", ".join(rest) + "}")
 
 
+def missing_message(name: str, root: str, why: str) -> str:
+    """The one line for a missing data set: where it was looked for, the layout expected, how to get it."""
+    hint = ", or data.fallback=true for the scikit-learn digits stand-in" if name == "mnist" else ""
+    return (f"data={name} is not allowed: {name} not found under {root}{why}: expected {layout(name, root)} "
+            f"({len(missing_files(name, root))} missing); download it with data.download=true, or point data.root "
+            f"(or GLOW_DATA_DIR) at a copy{hint}")
+
+
 def idx_problem(path: str) -> str | None:
     """Why an MNIST-format (idx) file is damaged, from its header and length, or None."""
     try:
