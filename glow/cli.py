@@ -38,6 +38,20 @@ def _suggest(key: str, known: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def print_help(text: str) -> None:
+    """Print a help page and exit 0 (quietly when the reader, e.g. ``| head``, closes the pipe early)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        sys.stdout = None  # nothing more can be written; skip Python's flush at exit
+    raise SystemExit(0)
+
+
+def _dotted_keys(cfg, prefix: str = "") -> list[str]:
+    return [k for key, value in cfg.items() for k in
+            (_dotted_keys(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else [f"{prefix}{key}"])]
+
+
 def _top_level_names(conf: Path, config: str) -> list[str]:
     """The keys and groups of conf/<config>.yaml, for a did-you-mean."""
     names = [p.name for p in conf.iterdir() if p.is_dir()] if conf.is_dir() else []
@@ -93,8 +107,7 @@ def hydra_entry(main: Callable[[], object], page: str, conf: Path) -> None:
     """Run a @hydra.main function: --help prints ``page`` (glow.help) and exits 0 without composing anything;
     a composition error is one line and exit code 2."""
     if wants_help(sys.argv[1:]):
-        print(help_text(page, conf))
-        raise SystemExit(0)
+        print_help(help_text(page, conf))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its composition errors to us instead of printing them
     try:
         main()
@@ -108,8 +121,7 @@ def parse_cli(defaults: DictConfig, page: str, conf: Path, argv: list[str] | Non
     ``page``; an unknown key or a value of the wrong type is one line and exit code 2."""
     argv = sys.argv[1:] if argv is None else argv
     if wants_help(argv):
-        print(help_text(page, conf, choices))
-        raise SystemExit(0)
+        print_help(help_text(page, conf, choices))
     bad = [a for a in argv if "=" not in a or a.startswith("-")]
     if bad:
         exit_with_config_error(f"{bad[0]} is not allowed: give KEY=VALUE pairs (--help lists the keys)")
@@ -120,8 +132,8 @@ def parse_cli(defaults: DictConfig, page: str, conf: Path, argv: list[str] | Non
         return cli, OmegaConf.merge(strict, cli)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        value = next((a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == key), None)
-        known = [k for k in defaults]
-        why = (f"there is no key {key}{_suggest(key.split('.')[0], known)}; --help lists the keys"
+        given = next((a for a in argv if a.split("=", 1)[0] == key or a.startswith(key + ".")), key)
+        name = given.split("=", 1)[0]
+        why = (f"there is no key {name}{_suggest(name, _dotted_keys(defaults))}; --help lists the keys"
                if "not in struct" in str(err) else str(err).splitlines()[0])
-        exit_with_config_error(f"{key}={value} is not allowed: {why}")
+        exit_with_config_error(f"{given} is not allowed: {why}")
