@@ -128,9 +128,10 @@ class Glow(DensityModel):
         for level in self.levels:
             level.compile()
 
-    def compile_if_asked(self) -> None:
+    def compile_if_asked(self) -> bool:
         if self.use_compile:
             self.compile_levels()
+        return self.use_compile
 
     @property
     def anchor(self) -> Tensor:
