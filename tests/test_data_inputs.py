@@ -201,14 +201,23 @@ def test_a_truncated_mnist_file_is_named_corrupt_and_never_replaced_by_digits(tm
     bad = raw / "t10k-images-idx3-ubyte"
     bad.unlink()
     bad.write_bytes((mnist / "MNIST" / "raw" / bad.name).read_bytes()[:1_000_000])
-    for download in (False, True):  # present files are never downloaded again, whatever the flag
-        dm = ImageDataModule("mnist", root=str(tmp_path), download=download, fallback=True)
-        dm.prepare_data()
+    for download in (False, True):  # named from its header before any work, never downloaded over or replaced
         with pytest.raises(DataUnavailableError) as err:
-            dm.setup()
+            ImageDataModule("mnist", root=str(tmp_path), download=download, fallback=True)
         text = one_line(err)
-        assert str(bad) in text and "corrupt" in text and "not found" not in text
-        assert dm.source == "mnist"
+        assert str(bad) in text and "corrupt" in text and "not found" not in text and "digits" not in text
+
+
+def test_a_data_set_whose_files_are_there_but_do_not_load_is_named_corrupt(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"):
+        (folder / name).write_bytes(b"not a pickle")
+    dm = ImageDataModule("cifar10", root=str(tmp_path), download=True)
+    dm.prepare_data()  # present: nothing is downloaded over them
+    with pytest.raises(DataUnavailableError) as err:
+        dm.setup()
+    assert "corrupt" in one_line(err) and str(folder) in one_line(err) and "data.download=true" in one_line(err)
 
 
 def test_a_batch_larger_than_the_data_set_is_one_config_error(tmp_path):

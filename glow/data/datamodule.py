@@ -87,7 +87,6 @@ class ImageDataModule(L.LightningDataModule):
         self.classes = check_classes(classes, target, self.num_classes)
         if name != "imagefolder":  # a folder's every image is checked by its screening
             check_size(name, self._spec.shape, image_size, resize)
-
         self.source = name  # what setup() actually loaded: "digits" after an MNIST fallback
         self._download_error: str | None = None
         self._download_tried = False
@@ -96,6 +95,7 @@ class ImageDataModule(L.LightningDataModule):
         self.test_set: Dataset | None = None
         if not download and self._missing() and not self._falls_back():  # before any work: one line, the layout
             raise DataUnavailableError(self._missing_message())
+        sources.check_headers(name, self.root)  # a file its header shows damaged is named now, before any work
 
     def check_batch_fits(self) -> None:
         """For training (train.py calls it before any work): a batch larger than every training image there can be

@@ -108,16 +108,25 @@ def idx_problem(path: str) -> str | None:
     return None if size == expected else f"{size} bytes where its header promises {expected} (truncated?)"
 
 
+def check_headers(name: str, root: str) -> None:
+    """A damaged file that its header and length already show (MNIST's idx files, a truncated download) is
+    named before any work; other formats are checked when loaded (``damaged``)."""
+    if name not in ("mnist", "fashion_mnist"):
+        return
+    for path in (os.path.join(root, f) for f in SPECS[name].files):
+        why = idx_problem(path) if os.path.exists(path) else None  # a missing file is missing_files' to name
+        if why is not None:
+            raise DataUnavailableError(f"data={name} is not allowed: {path} is corrupt ({why}): delete it and "
+                                       f"download it again with data.download=true, or copy a good one")
+
+
 def damaged(name: str, root: str, err: BaseException) -> DataUnavailableError:
     """The one line for a data set whose files are all there but do not load: the damaged file when the
     format says which (MNIST's idx files), else every file of the set."""
-    files = [os.path.join(root, f) for f in SPECS[name].files]
-    if name in ("mnist", "fashion_mnist"):
-        found = [(f, idx_problem(f)) for f in files]
-        found = [(f, why) for f, why in found if why is not None]
-        if found:
-            return DataUnavailableError(f"data={name} is not allowed: {found[0][0]} is corrupt ({found[0][1]}): "
-                                        f"delete it and download it again with data.download=true, or copy a good one")
+    try:
+        check_headers(name, root)
+    except DataUnavailableError as named:
+        return named
     return DataUnavailableError(f"data={name} is not allowed: its files under {root} do not load ({one_line(err)}): "
                                 f"one of {layout(name, root)} is corrupt; delete them and download again with "
                                 f"data.download=true")
