@@ -102,3 +102,14 @@ def test_sample_refuses_an_unbounded_count(tmp_path):
     ckpt = tmp_path / "x.ckpt"
     ckpt.write_bytes(b"")
     one_line_exit_2(run("sample.py", f"ckpt_path={ckpt}", "n=10000000", f"hydra.run.dir={tmp_path}"), "n=10000000")
+
+
+def test_results_json_names_the_data_set_actually_used(tmp_path):
+    """A missing MNIST falls back to scikit-learn's digits (with a warning): results.json says which was used."""
+    import json
+
+    proc = run("train.py", f"data.root={tmp_path / 'empty'}", "data.download=false",
+               f"hydra.run.dir={tmp_path / 'run'}", *TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "falling back" in proc.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["data"] == "digits"
