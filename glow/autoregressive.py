@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from glow.density import Capabilities, DensityModel
+from glow.dequantization import DEQUANTIZATIONS
 from glow.flows.actnorm import actnorms_initialized, initialize_actnorms
 from glow.flows.base import Flow, FlowSequence
 from glow.flows.iaf import IAF
@@ -78,7 +79,7 @@ class AutoregressiveModel(DensityModel):
         super().__init__(image_shape)
         check_arguments(num_layers, hidden, hidden_layers, order, logit)
         dim = self.num_dims
-        self.capabilities = Capabilities(inpaint_routes=self.inpaint_routes)
+        self.capabilities = Capabilities(inpaint_routes=self.inpaint_routes, dequantizations=DEQUANTIZATIONS)
         self.latent_shapes = [(dim,)]
         layers: list[Flow] = [Logit(logit)] if logit is not None else []
         for k, layer_order in enumerate(orders(dim, num_layers, order, seed)):

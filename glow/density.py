@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +51,8 @@ class Capabilities:
     class_head: bool = False      # module.classifier_weight can train a classification head
     hole_predictor: bool = False  # module.hole_regression_weight trains a hole predictor mu(c)
     kl_term: bool = False         # module.kl_warmup_steps can anneal a KL term
+    # module.dequantization values it is trained and evaluated with (glow.dequantization)
+    dequantizations: tuple[str, ...] = ("uniform",)
     eval_figures: tuple[str, ...] = field(default=())  # evaluate()'s figures beyond "bpd"
 
     def __post_init__(self):
@@ -72,10 +74,15 @@ class ObjectiveTerms:
     kl_weight: float = 1.0               # VAE: the KL part's weight (KL warm-up from 0 to 1)
 
 
+Dequantizer = Callable[[Tensor, int, "torch.Generator | None"], "tuple[Tensor, Tensor]"]
+
+
 @dataclass
 class ModelInputs:
     """One batch as a model sees it. ``x`` (the dequantised images) is drawn on first use, from
-    ``generator``, so a family that never reads it (the VAE binarises ``images``) draws nothing."""
+    ``generator``, so a family that never reads it (the VAE binarises ``images``) draws nothing.
+    With a ``dequantizer`` (glow.dequantization.VariationalDequantizer) the noise comes from q(u | x),
+    and ``bound`` subtracts its log q(u | x) from a log-density."""
 
     images: Tensor                          # uint8 [B, C, H, W]
     labels: Tensor
@@ -83,13 +90,24 @@ class ModelInputs:
     generator: torch.Generator | None = None
     cond: Tensor | None = None              # labels, or an inpainting condition (glow.conditioning)
     hole: Tensor | None = None              # the inpainting mask of an image-conditional batch
+    dequantizer: Dequantizer | None = None  # None: uniform noise (glow.quantize.preprocess)
     _x: Tensor | None = field(default=None, repr=False)
+    _log_q: Tensor | None = field(default=None, repr=False)
 
     @property
     def x(self) -> Tensor:
         if self._x is None:
-            self._x = preprocess(self.images, self.n_bits, generator=self.generator)
+            if self.dequantizer is None:
+                self._x = preprocess(self.images, self.n_bits, generator=self.generator)
+            else:
+                self._x, self._log_q = self.dequantizer(self.images, self.n_bits, self.generator)
         return self._x
+
+    def bound(self, log_prob: Tensor) -> Tensor:
+        """log p(x) - log q(u | x) of the dequantised batch: the log-density itself with uniform noise
+        (log q = 0), else the variational bound's integrand (glow.dequantization)."""
+        self.x  # noqa: B018 -- draws the noise (and log q) if not drawn yet
+        return log_prob if self._log_q is None else log_prob - self._log_q.to(log_prob.dtype)
 
 
 class DensityModel(nn.Module):
@@ -128,14 +146,15 @@ class DensityModel(nn.Module):
 
     def objective(self, inputs: ModelInputs, terms: ObjectiveTerms) -> tuple[Tensor, dict[str, Tensor]]:
         """(scalar loss, figures to log): by default the mean bits/dim of the dequantised batch."""
-        bpd = bits_per_dim(self.log_prob(inputs.x, inputs.cond), self.num_dims, inputs.n_bits).mean().float()
+        bpd = bits_per_dim(inputs.bound(self.log_prob(inputs.x, inputs.cond)), self.num_dims, inputs.n_bits)
+        bpd = bpd.mean().float()
         return bpd, {"bpd": bpd}
 
     def evaluate(self, inputs: ModelInputs, iw_samples: int = 0) -> dict[str, Tensor]:
         """Per-image figures [B]: "bpd", and "hole_bpd" for an inpainting batch: all of
         -log2 p(x | x_obs) charged to the missing dimensions. The observed pixels are given (at bin
         resolution) by the condition, so a good model spends ~0 bits on them and the bound is tight."""
-        bpd = bits_per_dim(self.log_prob(inputs.x, inputs.cond), self.num_dims, inputs.n_bits)
+        bpd = bits_per_dim(inputs.bound(self.log_prob(inputs.x, inputs.cond)), self.num_dims, inputs.n_bits)
         figures = {"bpd": bpd}
         if inputs.hole is not None:
             missing_dims = (inputs.hole.flatten(1).sum(1) * self.image_shape[0]).clamp_min(1)

@@ -21,7 +21,7 @@ from glow.quantize import bits_per_dim
 def with_classifier(model, inputs: ModelInputs, weight: float) -> tuple[Tensor, dict[str, Tensor]]:
     """bits/dim + weight * the class head's cross-entropy in bits per image."""
     log_prob, logits = model.log_prob_and_logits(inputs.x, inputs.cond)
-    bpd = bits_per_dim(log_prob, model.num_dims, inputs.n_bits).mean().float()
+    bpd = bits_per_dim(inputs.bound(log_prob), model.num_dims, inputs.n_bits).mean().float()
     class_bits = F.cross_entropy(logits.float(), inputs.labels) / math.log(2.0)
     accuracy = (logits.argmax(1) == inputs.labels).float().mean()
     return bpd + weight * class_bits, {"bpd": bpd, "class_bits": class_bits, "class_acc": accuracy}
@@ -31,7 +31,7 @@ def with_hole_regression(model, inputs: ModelInputs, weight: float) -> tuple[Ten
     """bits/dim + weight * the hole predictor's mean squared error over the hole, in model space."""
     x = inputs.x
     log_prob, prediction = model.log_prob_and_hole_prediction(x, inputs.cond)
-    bpd = bits_per_dim(log_prob, model.num_dims, inputs.n_bits).mean().float()
+    bpd = bits_per_dim(inputs.bound(log_prob), model.num_dims, inputs.n_bits).mean().float()
     hole = inputs.hole.to(x.dtype).expand_as(x)
     mse = (((prediction.float() - x.float()) ** 2) * hole).sum() / hole.sum().clamp(min=1)
     return bpd + weight * mse, {"bpd": bpd, "hole_mse": mse}

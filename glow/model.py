@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from glow.conditioning import make_condition
 from glow.density import Capabilities, DensityModel, ModelInputs, ObjectiveTerms
+from glow.dequantization import DEQUANTIZATIONS
 from glow.encoders import ConditionEncoder, UNetEncoder
 from glow.flows.actnorm import DiagonalScale, PixelActNorm, actnorms_initialized, initialize_actnorms
 from glow.flows.base import Flow, zeros_logdet
@@ -67,7 +68,8 @@ class Glow(DensityModel):
 
         self.capabilities = Capabilities(conditioning=kind, inpaint_routes=inpaint_routes(kind),
                                          class_head=class_head, hole_predictor=hole_predictor,
-                                         eval_figures=("hole_bpd",) if kind.image else ())
+                                         eval_figures=("hole_bpd",) if kind.image else (),
+                                         dequantizations=("uniform",) if kind.image else DEQUANTIZATIONS)
         self.num_levels = levels
         classes = kind.num_classes
         encoder = UNetEncoder if cond_encoder == "unet" else ConditionEncoder

@@ -19,12 +19,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from glow.checkpoints import FORMAT_KEY, FORMAT_VERSION
 from glow.conditioning import training_condition
 from glow.density import DensityModel, ModelInputs, ObjectiveTerms
+from glow.dequantization import VariationalDequantizer
 from glow.divergence import DivergenceGuard
 from glow.families import build_model
 from glow.masks import MaskSampler
 from glow.metrics import EvalMetrics
-from glow.module_args import OPTIMIZERS, check_module_arguments, kl_weight, warmup_factor
+from glow.module_args import OPTIMIZERS, check_module_arguments, kl_weight
 from glow.quantize import preprocess
+from glow.schedule import lr_factor
 
 
 class DensityModule(L.LightningModule):
@@ -32,15 +34,18 @@ class DensityModule(L.LightningModule):
                  weight_decay: float = 0.0, warmup_steps: int = 500, grad_clip_norm: float | None = 50.0,
                  ema_decay: float | None = None, init_batch_size: int = 256, masks: dict | None = None,
                  seed: int = 0, classifier_weight: float = 0.0, max_nonfinite_steps: int = 20,
-                 iw_samples: int = 0, hole_regression_weight: float = 1.0, kl_warmup_steps: int = 0):
+                 iw_samples: int = 0, hole_regression_weight: float = 1.0, kl_warmup_steps: int = 0,
+                 lr_schedule: str = "constant", dequantization: str = "uniform"):
         super().__init__()
         self.save_hyperparameters()
         self.model: DensityModel = build_model(model_config)  # model_config["family"] picks the class (glow.families)
         check_module_arguments(self.model.capabilities, n_bits, optimizer, lr, weight_decay, warmup_steps,
                                grad_clip_norm, ema_decay, init_batch_size, classifier_weight, max_nonfinite_steps,
-                               iw_samples, hole_regression_weight, kl_warmup_steps)
+                               iw_samples, hole_regression_weight, kl_warmup_steps, lr_schedule, dequantization)
         self.model.n_bits = n_bits  # the model carries its bit depth (before the EMA copy is made)
         self.mask_sampler = MaskSampler(**(masks or {})) if self.model.kind.image else None
+        # q(u | x) of variational dequantisation: trained with the model, used for its bound only
+        self.dequantizer = VariationalDequantizer(self.model.image_shape) if dequantization == "variational" else None
         self.ema = None
         if ema_decay:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
@@ -49,6 +54,9 @@ class DensityModule(L.LightningModule):
         self._skip_this_step = False
         self._compile_clock: float | None = None  # model.compile=true: when compiling began (the first step)
         self.divergence = DivergenceGuard(max_nonfinite_steps)
+        # the run's planned last step (the LR schedule's end): max_steps, or glow.schedule.TimeBudget's estimate
+        self.planned_steps: int | None = None
+        self.plan_measured = False
         extra = self.model.capabilities.eval_figures
         self.eval_metrics = nn.ModuleDict({"val": EvalMetrics(extra), "test": EvalMetrics(extra)})
 
@@ -83,7 +91,7 @@ class DensityModule(L.LightningModule):
         bin_centres = lambda x: preprocess(x, self.n_bits, dequantize=False)  # noqa: E731
         cond, hole = training_condition(self.model.kind, images, labels, self.mask_sampler, bin_centres,
                                         hole_generator)
-        return ModelInputs(images, labels, self.n_bits, generator, cond, hole)
+        return ModelInputs(images, labels, self.n_bits, generator, cond, hole, self.dequantizer)
 
     def objective_terms(self) -> ObjectiveTerms:
         hp = self.hparams
@@ -141,6 +149,11 @@ class DensityModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.divergence.snapshot(self, self.trainer.optimizers[0])  # after ActNorm init / restore
+        if not self.plan_measured:  # this run's max_steps (a resume may raise it); a time budget's plan is kept
+            self.set_plan(self.trainer.max_steps if self.trainer.max_steps > 0 else None, measured=False)
+
+    def set_plan(self, steps: int | None, measured: bool) -> None:
+        self.planned_steps, self.plan_measured = (int(steps) if steps else None), measured
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Non-finite guard. Gradients are all-reduced (and unscaled) by now, so every rank decides alike.
@@ -148,7 +161,7 @@ class DensityModule(L.LightningModule):
         Setting the gradients to None makes the optimiser skip every parameter: no weight, moment or
         step-count update. A plain zero gradient would still move Adam's moments.
         """
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in self.parameters() if p.grad is not None]  # the model's and q(u | x)'s
         finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
         self._skip_this_step = not finite
         if not finite:
@@ -176,9 +189,12 @@ class DensityModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         trainable = [p for p in self.model.parameters() if p.requires_grad]  # a distillation teacher is frozen
+        if self.dequantizer is not None:
+            trainable += list(self.dequantizer.parameters())
         optimizer = OPTIMIZERS[hp.optimizer](trainable, lr=hp.lr, weight_decay=hp.weight_decay)
-        # linear warmup from lr/warmup to lr, then constant (Glow); the position is checkpointed
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_factor(step, hp.warmup_steps))
+        # warmup, then constant (Glow) or a decay to 0 at the planned last step; the position is checkpointed
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+            step, hp.warmup_steps, hp.get("lr_schedule", "constant"), self.planned_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
@@ -188,6 +204,13 @@ class DensityModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[FORMAT_KEY] = FORMAT_VERSION  # glow.checkpoints reads it back
+        checkpoint["step_plan"] = {"planned_steps": self.planned_steps, "measured": self.plan_measured}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        plan = checkpoint.get("step_plan")  # a time budget's plan survives a resume; max_steps is read anew
+        if isinstance(plan, dict) and plan.get("measured") is True and isinstance(plan.get("planned_steps"), int) \
+                and plan["planned_steps"] > 0:
+            self.set_plan(plan["planned_steps"], measured=True)
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, batch, batch_idx: int, iw_samples: int = 0) -> dict[str, Tensor]:

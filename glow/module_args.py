@@ -8,8 +8,10 @@ from __future__ import annotations
 import torch
 
 from glow.density import Capabilities
+from glow.dequantization import DEQUANTIZATIONS
 from glow.errors import fail, is_int, is_number
 from glow.quantize import check_n_bits
+from glow.schedule import LR_SCHEDULES
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}
 
@@ -28,7 +30,8 @@ def _count(key: str, value, minimum: int, meaning: str = "") -> None:
 
 def check_module_arguments(capabilities: Capabilities, n_bits, optimizer, lr, weight_decay, warmup_steps,
                            grad_clip_norm, ema_decay, init_batch_size, classifier_weight, max_nonfinite_steps,
-                           iw_samples, hole_regression_weight, kl_warmup_steps) -> None:
+                           iw_samples, hole_regression_weight, kl_warmup_steps, lr_schedule,
+                           dequantization) -> None:
     """Raise glow.errors.ConfigError naming the first bad ``module.<key>``; ``capabilities`` are the
     model's, for the terms only some families have."""
     check_n_bits(n_bits, "module.n_bits")
@@ -38,6 +41,8 @@ def check_module_arguments(capabilities: Capabilities, n_bits, optimizer, lr, we
     if not (is_number(weight_decay) and weight_decay >= 0):
         fail("module.weight_decay", weight_decay, "use a finite number >= 0")
     _count("module.warmup_steps", warmup_steps, 0, " (0: no warmup)")
+    if lr_schedule not in LR_SCHEDULES:
+        fail("module.lr_schedule", lr_schedule, f"use one of {', '.join(LR_SCHEDULES)}")
     _positive("module.grad_clip_norm", grad_clip_norm, nullable=True)
     if ema_decay is not None and not (is_number(ema_decay) and not is_int(ema_decay) and 0 < ema_decay < 1):
         fail("module.ema_decay", ema_decay, "use a number in (0, 1) or null")
@@ -50,6 +55,11 @@ def check_module_arguments(capabilities: Capabilities, n_bits, optimizer, lr, we
     _count("module.iw_samples", iw_samples, 0, " (0: no importance-weighted bound)")
     _positive("module.hole_regression_weight", hole_regression_weight)
     _count("module.kl_warmup_steps", kl_warmup_steps, 0, " (0: no KL warm-up)")
+    if dequantization not in DEQUANTIZATIONS:
+        fail("module.dequantization", dequantization, f"use one of {', '.join(DEQUANTIZATIONS)}")
+    if dequantization not in capabilities.dequantizations:
+        fail("module.dequantization", dequantization, f"this model takes {', '.join(capabilities.dequantizations)} "
+                                                      f"(variational: Glow without image conditioning, MAF, IAF)")
     if kl_warmup_steps and not capabilities.kl_term:
         fail("module.kl_warmup_steps", kl_warmup_steps, "use 0: only model.family=vae has a KL term to anneal")
 
@@ -59,7 +69,3 @@ def kl_weight(step: int, kl_warmup_steps: int) -> float:
     1/steps to 1; 1 without warm-up."""
     return min(1.0, (step + 1) / kl_warmup_steps) if kl_warmup_steps else 1.0
 
-
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """Linear LR warmup from lr/warmup to lr, then constant (Glow)."""
-    return min(1.0, (step + 1) / max(1, warmup_steps))
