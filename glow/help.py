@@ -164,10 +164,10 @@ PAGES = {
         ("0 done; results.json written", CODES_UNEXPECTED, CODES_ONE_LINE),
         "evaluate", ("data", "trainer")),
     "evaluate_inpainting": Page(
-        "scripts/evaluate_inpainting.py", "Inpainting of test images with a hole, by every route of the checkpoint, "
-        "against baselines:\nPSNR, bits/dim of the hole, diversity; results.json and PNG grids.",
+        "scripts/evaluate_inpainting.py", "Inpainting of test images with a hole, by every route, against two baselines "
+        "(mean fill,\nnearest neighbour): PSNR, SSIM, diversity; <run dir>/inpainting.json and a PNG grid per route.",
         ("python scripts/evaluate_inpainting.py ckpt_path=<run>/checkpoints/last.ckpt",
-         "python scripts/evaluate_inpainting.py ckpt_path=... method=[latent,mcmc] n_images=16",
+         "python scripts/evaluate_inpainting.py ckpt_path=... \"method=[latent,mcmc]\" n_images=16",
          "python scripts/evaluate_inpainting.py ckpt_path=... mask=half json=results/mnist.json"),
         ("0 done; results.json written", CODES_UNEXPECTED, CODES_ONE_LINE),
         "evaluate_inpainting", ("data",), choices=_inpaint_choices),
