@@ -69,8 +69,9 @@ def _scan_class_folders(folder: Path, class_names: list[str] | None = None
         labels += [class_names.index(name)] * len(files)
     if special:
         shown = ", ".join(special[:SHOW]) + (", ..." if len(special) > SHOW else "")
-        warnings.warn(f"{len(special)} entries under {folder} named like images are not regular files "
-                      f"(FIFOs, sockets, devices, broken links): {shown}; they are skipped", stacklevel=2)
+        count = f"{len(special)} {'entry' if len(special) == 1 else 'entries'}"
+        warnings.warn(f"{count} under {folder} named like images are not regular files (FIFOs, sockets, devices, "
+                      f"broken links): {shown}; they are skipped", stacklevel=2)
     return paths, labels, class_names
 
 
