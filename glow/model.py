@@ -52,14 +52,15 @@ class Glow(DensityModel):
                  inner_actnorm: bool = True, zero_logscale: bool = True, learn_top_per_position: bool = False,
                  pixel_actnorm: bool = False, affine_scale: str = "sigmoid", cond_encoder: str = "cnn",
                  conditional_layers: bool = False, observed_noise: str | bool = "none", memory: str = "none",
-                 compile: bool = False, channels_last: bool = False, hole_predictor: bool = False):
+                 compile: bool = False, channels_last: bool = False, hole_predictor: bool = False,
+                 prior_log_std_bound: float | None = None):
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
         super().__init__(image_shape)
         kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask, conditional,
                                num_classes, class_head, affine_scale, cond_encoder, conditional_layers,
-                               observed_noise, memory, compile, channels_last, hole_predictor)
+                               observed_noise, memory, compile, channels_last, hole_predictor, prior_log_std_bound)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             size = h if h == w else f"{h}x{w}"  # the data's image size (data.image_size, or the data set's own)
@@ -107,12 +108,13 @@ class Glow(DensityModel):
                     layers.append(DiagonalScale((channels, h, w)))
                 self.latent_shapes.append((channels, h, w))
             else:
-                split = Split(channels, classes, feature_channels)
+                split = Split(channels, classes, feature_channels, prior_log_std_bound)
                 self.splits.append(split)
                 self.latent_shapes.append((split.factored, h, w))
                 channels = split.kept
             self.levels.append(MemoryFlowSequence(layers, memory, step_size=layers_per_step))
-        self.top_prior = TopPrior((channels, h, w), learn_top, classes, feature_channels, learn_top_per_position)
+        self.top_prior = TopPrior((channels, h, w), learn_top, classes, feature_channels, learn_top_per_position,
+                                  prior_log_std_bound)
         # Glow's ycond classifier: logits from the spatially averaged top latent (not part of log_prob)
         self.class_head = nn.Linear(channels, classes) if class_head else None
         if self.class_head is not None:  # zero-init, as Glow's linear_zeros: uniform logits at the start

@@ -15,6 +15,13 @@
 
 Every learned part starts at zero, i.e. at N(0, I), and scales its output by exp(3 * logs) as
 openai/glow does (glow.flows.nets.ZeroConv2d / ZeroLinear / ZeroBias). Sampling at temperature T scales the std by T.
+
+``log_std_bound`` (model.prior_log_std_bound; not Glow, whose log-std is unbounded): log_std = B tanh(raw / B),
+a std in (e^-B, e^B). Why: an input far from the data can drive a split prior's conv to a log-std of
+-674 (seen on MNIST at step 1,388 of the default run, after the flow's activations grew to 1e4), whose
+exp overflows float32 (and float64), so the loss is inf and the guard must skip the step, and training
+never receives the gradient that would correct the blow-up. Bounded, the loss stays finite and the
+gradient (clipped) does. The prior is still an exact density.
 """
 
 from __future__ import annotations
@@ -47,9 +54,10 @@ def gaussian_sample(mean: Tensor, log_std: Tensor, temperature: float, noise: Te
 class _ConditionalGaussian(nn.Module):
     """Shared conditioning: a class embedding and/or a conv on condition features, added to (mean, log_std)."""
 
-    def __init__(self, channels: int, num_classes: int = 0, cond_channels: int = 0):
+    def __init__(self, channels: int, num_classes: int = 0, cond_channels: int = 0, log_std_bound: float | None = None):
         super().__init__()
         self.channels = channels
+        self.log_std_bound = log_std_bound
         self.class_embedding = ZeroLinear(num_classes, 2 * channels) if num_classes else None
         self.feature_conv = ZeroConv2d(cond_channels, 2 * channels) if cond_channels else None
 
@@ -65,16 +73,17 @@ class _ConditionalGaussian(nn.Module):
             h = h + self.feature_conv(resize_like(features, h).to(h.dtype))
         return h
 
-    @staticmethod
-    def _mean_log_std(h: Tensor) -> tuple[Tensor, Tensor]:
+    def _mean_log_std(self, h: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_std = h.chunk(2, dim=1)
+        if self.log_std_bound is not None:
+            log_std = self.log_std_bound * torch.tanh(log_std / self.log_std_bound)
         return mean, log_std
 
 
 class TopPrior(_ConditionalGaussian):
     def __init__(self, shape: tuple[int, int, int], learn: bool = True, num_classes: int = 0, cond_channels: int = 0,
-                 per_position: bool = False):
-        super().__init__(shape[0], num_classes, cond_channels)
+                 per_position: bool = False, log_std_bound: float | None = None):
+        super().__init__(shape[0], num_classes, cond_channels, log_std_bound)
         self.shape = tuple(shape)
         spatial = tuple(shape[1:]) if per_position else (1, 1)
         self.learned = ZeroBias(2 * shape[0], spatial) if learn else None
@@ -92,8 +101,9 @@ class TopPrior(_ConditionalGaussian):
 
 
 class SplitPrior(_ConditionalGaussian):
-    def __init__(self, kept_channels: int, factored_channels: int, num_classes: int = 0, cond_channels: int = 0):
-        super().__init__(factored_channels, num_classes, cond_channels)
+    def __init__(self, kept_channels: int, factored_channels: int, num_classes: int = 0, cond_channels: int = 0,
+                 log_std_bound: float | None = None):
+        super().__init__(factored_channels, num_classes, cond_channels, log_std_bound)
         self.conv = ZeroConv2d(kept_channels, 2 * factored_channels)
 
     def params(self, kept: Tensor, labels: Tensor | None = None, features: Tensor | None = None
@@ -105,11 +115,11 @@ class SplitPrior(_ConditionalGaussian):
 
 
 class Split(nn.Module):
-    def __init__(self, channels: int, num_classes: int = 0, cond_channels: int = 0):
+    def __init__(self, channels: int, num_classes: int = 0, cond_channels: int = 0, log_std_bound: float | None = None):
         super().__init__()
         self.factored = channels // 2
         self.kept = channels - self.factored
-        self.prior = SplitPrior(self.kept, self.factored, num_classes, cond_channels)
+        self.prior = SplitPrior(self.kept, self.factored, num_classes, cond_channels, log_std_bound)
 
     def split(self, h: Tensor) -> tuple[Tensor, Tensor]:
         return h[:, :self.kept], h[:, self.kept:]

@@ -1,0 +1,70 @@
+"""``scripts/benchmark.py suite=precision``: fp32 against bf16-mixed training steps of one Glow config, in ONE
+process with the steps interleaved (fp32, bf16, fp32, ...), so both see the same machine state and their
+ratio is what to quote. Each precision's rate is also given as a fraction of the same dtype's large-GEMM
+rate, measured in the same process right after the steps.
+
+    python scripts/benchmark.py suite=precision json=precision.json
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from glow.model import Glow
+from glow.quantize import bits_per_dim, preprocess
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _step_fn(model: Glow, images: torch.Tensor, precision: str):
+    optimizer = torch.optim.Adamax(model.parameters(), lr=1e-4)
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = bits_per_dim(model.log_prob(preprocess(images)), model.num_dims).mean()
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+    return step
+
+
+def measure_precisions(cfg, build, model_flops, gemm_tflops) -> list[dict]:
+    """One row per precision of the config ``cfg`` (benchmark.py's DEFAULTS merged with the row), the
+    steps interleaved: ``warmup`` untimed rounds, then ``iters`` timed rounds of one step each."""
+    model, images = build(cfg)
+    twin = Glow(tuple(cfg.image_shape), **{k: v for k, v in dict(cfg.model).items()}, channels_last=cfg.channels_last)
+    twin.load_state_dict(model.state_dict())  # the same weights: both precisions do the same work
+    steps = {"fp32": _step_fn(model, images, "fp32"), "bf16": _step_fn(twin.to(images.device), images, "bf16")}
+    for _ in range(cfg.warmup):
+        for precision in PRECISIONS:
+            steps[precision]()
+    times = {p: [] for p in PRECISIONS}
+    losses = {}
+    for _ in range(cfg.iters):
+        for precision in PRECISIONS:
+            start = time.perf_counter()
+            losses[precision] = steps[precision]()
+            times[precision].append(time.perf_counter() - start)
+    flops = {p: model_flops(_with(cfg, precision=p)) for p in PRECISIONS}
+    gemm = {"fp32": gemm_tflops(images.device, torch.float32), "bf16": gemm_tflops(images.device, torch.bfloat16)}
+    out = []
+    for p in PRECISIONS:
+        step_s = statistics.median(times[p])
+        tflops = flops[p] / step_s / 1e12
+        out.append({**dict(cfg.model), "batch_size": cfg.batch_size, "precision": p, "compile": cfg.compile,
+                    "channels_last": cfg.channels_last, "device": cfg.device, "threads": torch.get_num_threads(),
+                    "step_s": step_s, "images_per_s": cfg.batch_size / step_s, "tflops": tflops,
+                    "step_gflop": flops[p] / 1e9, "gemm_tflops": gemm[p], "of_gemm": tflops / gemm[p],
+                    "interleaved": True, "step_s_runs": [round(t, 4) for t in times[p]], "final_loss": losses[p]})
+    out[1]["bf16_over_fp32"] = out[1]["images_per_s"] / out[0]["images_per_s"]
+    return out
+
+
+def _with(cfg, **changes):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(cfg, changes)
