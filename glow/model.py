@@ -133,9 +133,7 @@ class Glow(DensityModel):
             level.compile()
 
     def compile_if_asked(self) -> bool:
-        if self.use_compile:
-            self.compile_levels()
-        return self.use_compile
+        return self.use_compile and not self.compile_levels()  # compile_levels returns None: True once compiled
 
     @property
     def anchor(self) -> Tensor:
