@@ -31,7 +31,8 @@ import torch
 from omegaconf import DictConfig
 
 from glow import sampling
-from glow.config import validate_sample
+from glow.cli import hydra_entry
+from glow.config import check_output_size, validate_sample
 from glow.errors import ConfigError, exit_with_config_error
 from glow.run_config import use_run_data
 from glow.rundir import register_resolver
@@ -58,6 +59,7 @@ def run(cfg: DictConfig) -> dict:
         use_run_data(cfg, cfg.ckpt_path, checkpoint, model.image_shape)  # the data of the checkpoint's run
         del checkpoint
         check_task(cfg, model)
+        check_output_size(cfg, model, TASKS[cfg.task].default_n)  # n bounded by the memory of its grid
         generator = torch.Generator().manual_seed(cfg.seed)  # CPU draws: the same noise on any device
         task = TASKS[cfg.task]
         images, nrow, summary = task.run(cfg, model, cfg.n or task.default_n, generator)
@@ -82,4 +84,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "sample", Path(__file__).resolve().parent / "conf")  # --help; composition errors: one line

@@ -42,7 +42,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from glow.conditioning import config_from_data
 from glow.checkpoints import SafeCheckpointIO, atomic_write_bytes, check_model_config, inside, read_checkpoint
-from glow.config import validate_train
+from glow.cli import hydra_entry
+from glow.config import check_seed, validate_train
 from glow.divergence import Diverged
 from glow.errors import ConfigError, exit_with_config_error, unwrap
 from glow.families import complete_config, defaults
@@ -71,6 +72,7 @@ def build(cfg: DictConfig):
     """
     validate_train(cfg)
     datamodule = instantiate(cfg.data)
+    datamodule.check_batch_fits()  # a batch larger than the data set: one line now, not a traceback in fit
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model_config["image_shape"] = list(datamodule.image_shape)
     model_config.update(config_from_data(model_config.get("conditional"), datamodule.num_classes))
@@ -193,7 +195,7 @@ def fit_and_test(cfg: DictConfig, datamodule, module, trainer: L.Trainer, preemp
               f"ckpt_path={preemption.saved}", file=sys.stderr)
         raise SystemExit(preemption.exit_code)
     save_final_checkpoint(trainer)
-    results = {"steps": trainer.global_step, "wall_time_s": round(fit_seconds, 1),
+    results = {"steps": trainer.global_step, "wall_time_s": round(fit_seconds, 1), "data": datamodule.source,
                "nonfinite_steps": int(module.nonfinite_steps), "rollbacks": module.divergence.rollbacks}
     if cfg.test_after_fit:
         metrics = trainer.test(module, datamodule=datamodule, verbose=False)
@@ -223,11 +225,12 @@ def fit_and_test(cfg: DictConfig, datamodule, module, trainer: L.Trainer, preemp
 def main(cfg: DictConfig) -> float | None:
     try:
         cfg = resumed_config(cfg)  # a resume of this run directory: its saved config, this command on top
-    except ConfigError as err:
+        check_seed("seed", cfg.get("seed"))  # before run() seeds anything (Lightning would pick a random seed)
+        results = run(cfg)
+    except ConfigError as err:  # also found once fit has the data (damaged files, a batch larger than the data set)
         exit_with_config_error(err)
-    results = run(cfg)
     return results.get("test_bpd")  # lets Hydra sweepers optimise it
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "train", Path(__file__).resolve().parent / "conf")  # --help; composition errors: one line

@@ -174,8 +174,10 @@ class DensityModel(nn.Module):
     def is_initialized(self) -> bool:
         return True
 
-    def compile_if_asked(self) -> None:
-        """torch.compile what the model's own ``compile`` option asks for (Glow: each level)."""
+    def compile_if_asked(self) -> bool:
+        """torch.compile what the model's own ``compile`` option asks for (Glow: each level); True if it did
+        (the training module then says so, and how long the first, compiling, step took)."""
+        return False
 
     # -- sampling and the latent code ----------------------------------------------------------
     def sample(self, n: int, temperature: float = 1.0, cond: Tensor | None = None,

@@ -131,9 +131,8 @@ class Glow(DensityModel):
         for level in self.levels:
             level.compile()
 
-    def compile_if_asked(self) -> None:
-        if self.use_compile:
-            self.compile_levels()
+    def compile_if_asked(self) -> bool:
+        return self.use_compile and not self.compile_levels()  # compile_levels returns None: True once compiled
 
     @property
     def anchor(self) -> Tensor:

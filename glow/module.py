@@ -8,6 +8,7 @@ hyper-parameters, so any checkpoint rebuilds its model with ``glow.sampling.load
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -52,6 +53,7 @@ class DensityModule(L.LightningModule):
         self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long))
         self._skip_this_step = False
         self._eval_seen = 0  # images of the split evaluated so far in this loop (glow's loaders keep order)
+        self._compile_clock: float | None = None  # model.compile=true: when compiling began (the first step)
         self.divergence = DivergenceGuard(max_nonfinite_steps)
         # the run's planned last step (the LR schedule's end): max_steps, or glow.schedule.TimeBudget's estimate
         self.planned_steps: int | None = None
@@ -111,7 +113,10 @@ class DensityModule(L.LightningModule):
         state_dict keys, so the checkpoints are the same as an eager run's.
         """
         self._initialize_model()
-        self.model.compile_if_asked()
+        if self.model.compile_if_asked():  # torch.compile works in the first step: say so, then how long it took
+            self.print("compiling the model (model.compile=true): the first training step compiles it, "
+                       "which can take minutes...")
+            self._compile_clock = time.perf_counter()
 
     def _initialize_model(self) -> None:
         """Once, before the first step, outside autocast, identical on every rank. On resume the
@@ -181,6 +186,9 @@ class DensityModule(L.LightningModule):
             self.log("train/rollbacks", float(self.divergence.rollbacks), on_step=True, on_epoch=False)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._compile_clock is not None:
+            self.print(f"compiled in {time.perf_counter() - self._compile_clock:.1f} s (the first step)")
+            self._compile_clock = None
         if self.ema is not None and not self._skip_this_step:
             self.ema.update_parameters(self.model)
 

@@ -37,17 +37,14 @@ import torch
 from omegaconf import OmegaConf
 
 from glow.activation_memory import METHOD as CPU_MEMORY_METHOD, saved_tensor_bytes
+from glow.cli import parse_cli
+from glow.errors import exit_with_config_error
 from glow.flows import nets
 from glow.model import Glow
 from glow.quantize import bits_per_dim, preprocess
 
-DEFAULTS = OmegaConf.create({
-    "suite": "cpu", "json": None, "plot": None, "plot_from": None, "device": "cpu", "precision": "fp32", "compile": False,
-    "channels_last": True, "fold_actnorm": True, "batch_size": 64, "iters": 6, "warmup": 2, "repeats": 1,
-    "sample_batches": 2, "threads": 0, "image_shape": [3, 32, 32],
-    "model": {"levels": 3, "steps": 8, "hidden_channels": 128, "coupling": "affine", "permutation": "conv_lu",
-              "affine_scale": "sigmoid", "memory": "none"},
-})
+CONF = Path(__file__).resolve().parents[1] / "conf"
+DEFAULTS = OmegaConf.load(CONF / "benchmark.yaml")  # the keys, with their comments (--help shows them)
 
 
 def _memory_rows(batch: int, width: int, depths=(8, 16, 32)) -> list[dict]:
@@ -255,19 +252,18 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    cli = OmegaConf.from_cli()
-    if cli.get("_child"):
-        cli.pop("_child")
-        print(json.dumps(measure(OmegaConf.merge(DEFAULTS, cli))))
+    suites = {"suite=NAME": [(name, f"{len(rows)} row{'s' * (len(rows) > 1)}") for name, rows in SUITES.items()]}
+    cli, cfg = parse_cli(DEFAULTS, "benchmark", CONF, choices=suites)  # --help; an unknown key: one line, exit 2
+    if cli.pop("_child", False):
+        print(json.dumps(measure(cfg)))
         return
-    cfg = OmegaConf.merge(DEFAULTS, cli)
     if cfg.plot_from:  # redraw from a saved run, no measuring
         plot(json.loads(Path(cfg.plot_from).read_text())["rows"], Path(cfg.plot or "activation_memory.png"))
         return
     if cfg.suite not in SUITES:
-        sys.exit(f"config error: suite={cfg.suite!r} is not allowed: use one of {', '.join(SUITES)}")
+        exit_with_config_error(f"suite={cfg.suite!r} is not allowed: use one of {', '.join(SUITES)}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit(f"config error: device={cfg.device!r} is not allowed: CUDA is not available on this machine")
+        exit_with_config_error(f"device={cfg.device!r} is not allowed: CUDA is not available on this machine")
     flat = _flatten(OmegaConf.to_container(cli))
     runs = []  # repeats > 1: the whole suite again, rows alternating, and each row keeps its best run
     for _ in range(cfg.repeats):

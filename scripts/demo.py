@@ -11,9 +11,12 @@ the page answers; Ctrl-C stops it. A bad option stops it with one line, ``config
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
+from glow.cli import hydra_entry
 from glow.errors import ConfigError, exit_with_config_error
 
 
@@ -27,10 +30,10 @@ def main(cfg: DictConfig) -> None:
 
     try:
         session = open_session(cfg)
-        serve(session, cfg.host, cfg.port)
+        serve(session, cfg.host, cfg.port, auth=cfg.get("auth"), max_upload_mb=cfg.get("max_upload_mb", 10))
     except ConfigError as err:
         exit_with_config_error(err)
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "demo", Path(__file__).resolve().parents[1] / "conf")  # --help; composition errors: one line

@@ -21,22 +21,27 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from glow.checkpoints import read_checkpoint
-from glow.config import validate_ckpt_path
+from glow.cli import hydra_entry
+from glow.config import require_values, validate_ckpt_path
 from glow.data.checks import check_image_shape
 from glow.errors import ConfigError, exit_with_config_error
 from glow.module import DensityModule
 from glow.run_config import use_run_data
 from glow.rundir import register_resolver
+from glow.sampling.load import rebuild
 
 register_resolver()  # ${unique_id:} in conf/evaluate.yaml's hydra.run.dir
 
 
 def evaluate(cfg: DictConfig) -> dict:
     try:
+        require_values(cfg)
         validate_ckpt_path(cfg.ckpt_path, required=True)
         if cfg.split not in ("test", "val"):
             raise ConfigError(f"split={cfg.split!r} is not allowed: use test or val")
-        checkpoint = read_checkpoint(cfg.ckpt_path)  # one line naming the file if it is empty, truncated or foreign
+        # one line naming the file if it is empty, truncated, foreign or crafted (sizes checked before allocating)
+        checkpoint = read_checkpoint(cfg.ckpt_path)
+        rebuild(checkpoint, cfg.ckpt_path)
         use_run_data(cfg, cfg.ckpt_path, checkpoint, checkpoint["hyper_parameters"]["model_config"].get("image_shape"))
         del checkpoint
         datamodule = instantiate(cfg.data)
@@ -73,4 +78,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "evaluate", Path(__file__).resolve().parents[1] / "conf")  # --help; composition errors: one line

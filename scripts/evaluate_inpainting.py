@@ -43,8 +43,9 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional import structural_similarity_index_measure as ssim
 from tqdm import tqdm
 
+from glow.cli import hydra_entry
 from glow.conditioning import make_condition
-from glow.config import validate_ckpt_path
+from glow.config import check_seed, require_values, validate_ckpt_path
 from glow.data.checks import check_image_shape
 from glow.density import DensityModel
 from glow.errors import ConfigError, exit_with_config_error
@@ -180,6 +181,8 @@ def choose_temperature(model, val: torch.Tensor, method: str, cfg: DictConfig, d
 def evaluate(cfg: DictConfig) -> dict:
     methods = list(cfg.method) if isinstance(cfg.method, (list, ListConfig)) else [cfg.method]
     try:
+        require_values(cfg)
+        check_seed("seed", cfg.seed)
         validate_ckpt_path(cfg.ckpt_path, required=True)
         for method in methods:
             if method not in METHODS:
@@ -254,4 +257,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "evaluate_inpainting", Path(__file__).resolve().parents[1] / "conf")  # --help; composition errors: one line

@@ -220,6 +220,9 @@ def main(argv: list[str]) -> int:
         path_deleting_checkpoint(tmp, data, good)
         bad_checkpoints(tmp, data, good)
         data_attacks(tmp)
+        from fault_drill_inputs import input_attacks  # here: tests import this file as scripts.fault_drill
+
+        input_attacks(tmp, data, good, train, record)  # bad inputs: sizes, bit depths, keys, counts, checkpoints
         concurrent_and_reuse(tmp, data)
         divergence(tmp, data)
         fault_drill_runs.run_rows(sys.modules[__name__], tmp, data, good)  # run directories, resume, scripts

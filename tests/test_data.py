@@ -161,10 +161,12 @@ def test_digits_at_image_size_and_by_name(tmp_path):
 
 
 def test_mnist_without_fallback_fails_clearly(tmp_path):
-    dm = ImageDataModule("mnist", root=str(tmp_path), download=False, fallback=False)
+    """Before any work (the constructor): one line naming the root, the layout expected and the download flag."""
     with pytest.raises(FileNotFoundError, match="mnist not found under") as err:
-        dm.setup()
-    assert str(tmp_path) in str(err.value) and "download=False" in str(err.value)
+        ImageDataModule("mnist", root=str(tmp_path), download=False, fallback=False)
+    text = str(err.value)
+    assert str(tmp_path) in text and "download=False" in text and "\n" not in text
+    assert f"{tmp_path}/MNIST/raw/{{train-images-idx3-ubyte" in text and "data.download=true" in text
 
 
 def test_random_flip_only_on_train():
@@ -192,6 +194,7 @@ def test_torchvision_arrays_become_nchw_uint8(monkeypatch, name):
         return SimpleNamespace(data=pixels, labels=labels)  # SVHN.data is [N, C, H, W]
 
     monkeypatch.setattr("glow.data.sources.torchvision_dataset", fake)
+    monkeypatch.setattr("glow.data.sources.missing_files", lambda name, root: [])  # as if the files were there
     dm = ImageDataModule(name, download=False, val_fraction=0.0, batch_size=4)
     dm.setup()
     x, y = first_batch(dm.test_dataloader())
@@ -269,7 +272,7 @@ def test_corrupt_image_names_the_file(tmp_path, num_workers, damage):
     if damage == "garbage":
         bad.write_bytes(b"this is not a png")
     else:
-        noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        noise = np.random.default_rng(1).integers(0, 256, (6, 8, 3), dtype=np.uint8)  # the others' size
         Image.fromarray(noise).save(bad)
         bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
     # Named and skipped: a garbage file by the header probe at construction (a one-line error when

@@ -107,7 +107,7 @@ def test_sample_tab_draws_what_glow_sampling_draws():
 @pytest.mark.parametrize("kwargs, message", [
     ({"n": 0}, "n=0 is not allowed: use an integer in 1..256"),
     ({"temperature": -1}, "temperature=-1 is not allowed: use a number >= 0"),
-    ({"seed": 1.5}, "seed=1.5 is not allowed: use an integer"),
+    ({"seed": 1.5}, "seed=1.5 is not allowed: use an integer in 0..4294967295"),
 ])
 def test_sample_tab_bad_values(kwargs, message):
     values = {"temperature": 0.7, "n": 4, "seed": 0, **kwargs}

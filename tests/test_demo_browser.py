@@ -67,8 +67,8 @@ def test_the_page_in_a_real_browser(tmp_path, synthetic_folder):
     Image.fromarray(image(2)).save(upload)
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("this is a text file, not a PNG\n")
-    wrong_size = tmp_path / "big.png"
-    Image.fromarray(np.zeros((SIZE + 4, SIZE + 4, 3), np.uint8)).save(wrong_size)
+    greyscale = tmp_path / "grey.png"  # another size would be fitted the data's way (resize); channels are not
+    Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(greyscale)
 
     args = [f"ckpt_path={ckpt}", f"port={free_port()}", "device=cpu"] + data
     with demo_server(args, env={"OMP_NUM_THREADS": "1"}) as server, browser_page() as page:
@@ -116,10 +116,10 @@ def test_the_page_in_a_real_browser(tmp_path, synthetic_folder):
         assert "notes.png is not an image file" in message and "Traceback" not in message
         user.tab("Interpolate")
         user.choose_uploads()
-        user.upload("interpolate-upload-a", wrong_size)
+        user.upload("interpolate-upload-a", greyscale)
         user.upload("interpolate-upload-b", upload)
         message = user.error_after(lambda: page.click("#interpolate-button"))
-        assert f"big.png is {SIZE + 4}x{SIZE + 4} pixels but this model takes {SIZE}x{SIZE}" in message
+        assert "grey.png has 1 channel (greyscale) but this model takes 3 channels (colour)" in message
 
         # Inpaint: an empty mask is refused; then paint a band and complete the uploaded image
         user.load_upload(upload)

@@ -315,7 +315,7 @@ def test_nonfinite_samples_are_reported_and_left_grey(tmp_path, mnist, plain_ckp
     ("temperatures=[0.5,-1]", "temperatures=[0.5, -1] is not allowed: use a non-empty list of numbers >= 0"),
     ("ckpt_path=null", "ckpt_path=None is not allowed: give the path of a checkpoint written by train.py"),
     ("ckpt_path=/no/such.ckpt", "ckpt_path='/no/such.ckpt' is not allowed"),
-    ("n=0", "n=0 is not allowed: use a positive integer"),
+    ("n=0", "n=0 is not allowed: use an integer in 1..4096"),
     ("n=-2", "n=-2 is not allowed"),
     ("batch_size=0", "batch_size=0 is not allowed: use a positive integer"),
     ("mode=cubic", "mode='cubic' is not allowed: use one of linear, slerp"),

@@ -1,14 +1,18 @@
-"""Argument checks of the data module: one-line ValueErrors naming ``data.<arg>``, the value and
-what is allowed, for arguments that are wrong whatever the data."""
+"""Argument checks of the data module: one-line ConfigErrors (ValueErrors) naming ``data.<arg>``, the value
+and what is allowed, for arguments that are wrong whatever the data. Checks against the files themselves
+(every image's size, missing or damaged data sets) are glow.data.screening's and glow.data.sources'."""
 
 from __future__ import annotations
 
+from glow.data.datasets import held_out_count
 from glow.errors import ConfigError, is_int
 from glow.data.registry import NAMES, RESIZE_MODES, TARGETS
 
 
-def not_allowed(arg: str, value: object, allowed: str) -> ValueError:
-    return ValueError(f"data.{arg}={value!r} is not allowed: {allowed}")
+def not_allowed(arg: str, value: object, allowed: str) -> ConfigError:
+    """A ConfigError (a ValueError): train.py stops with this one line even when the data module raises it
+    inside fit (a batch larger than the data set is found when the loader is built)."""
+    return ConfigError(f"data.{arg}={value!r} is not allowed: {allowed}")
 
 
 def _check_optional_positive(arg: str, value: object) -> None:
@@ -50,6 +54,19 @@ def check_arguments(name, path, batch_size, eval_batch_size, image_size, resize,
         raise not_allowed("num_workers", num_workers, "use a non-negative integer or null")
     if not is_int(seed):
         raise not_allowed("seed", seed, "use an integer")
+
+
+def check_batch_fits(batch_size: int, images_at_most: int | None, limit_train: int | None,
+                     val_fraction: float) -> None:
+    """Before any image is loaded: a batch larger than every training image there can be is one line (the exact
+    count, and one process's share of it, is checked again by the data module's train_dataloader)."""
+    if images_at_most is None:
+        return
+    n = images_at_most if limit_train is None else min(limit_train, images_at_most)
+    kept = n - held_out_count(n, val_fraction)
+    if batch_size > kept:
+        raise not_allowed("batch_size", batch_size, f"there are at most {kept} training images (after data.classes, "
+                                                    f"data.limit_train and data.val_fraction): use a smaller batch")
 
 
 def check_classes(classes, target: str, num_classes: int) -> list[int] | None:

@@ -13,14 +13,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from glow.data.checks import check_arguments, check_classes, check_size, not_allowed
+from glow.data.checks import check_arguments, check_batch_fits, check_classes, check_size, not_allowed
 from glow.data.datasets import ImageFileDataset, ImageTensorDataset, load_digits_images, split_indices
 from glow.data.folder import FolderIndex, scan_image_folder, screen_folder
 from glow.data.images import collate_readable, fit_in_chunks, to_channels
 from glow.data.registry import DOWNLOAD_TIMEOUT_S, SPECS, DatasetSpec, default_data_dir, default_num_workers
 from glow.data.samplers import ResumableSampler, ShardSampler
 from glow.data import sources
-from glow.data.sources import network_timeout, one_line
+from glow.data.sources import DataUnavailableError, network_timeout, one_line
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -28,27 +28,23 @@ class ImageDataModule(L.LightningDataModule):
 
     Args:
         name: mnist | fashion_mnist | cifar10 | svhn | celeba | imagefolder | digits.
-        root: data-set root; None -> ``default_data_dir()``. torchvision layouts below it
-            (``MNIST/raw``, ``FashionMNIST/raw``, ``cifar-10-batches-py``, ``svhn/``, ``celeba/``).
+        root: data-set root; None -> ``default_data_dir()``. torchvision layouts below it (SPECS' files).
         path: imagefolder only: ``<path>/{train,test}/<class>/<image>`` or ``<path>/<class>/<image>``
             (then ``test_fraction`` is held out). A relative path is taken relative to ``root``.
         batch_size / eval_batch_size: train / val+test batch size per process (eval defaults to train).
-        image_size: square output size; None = native size.
-        resize: how to reach image_size: pad | resize | center_crop (see ``fit_size``).
-        random_flip: random horizontal flips, train split only.
-        val_fraction: share of the (filtered, limited) training split held out for validation.
-        test_fraction: held-out test share where there is no test split (imagefolder, digits).
+        image_size / resize: square output size (None = native), reached by pad | resize | center_crop (fit_size).
+        val_fraction / test_fraction: held out of the (filtered, limited) training split for validation / for
+            testing where there is no test split (imagefolder, digits).
         classes: keep only these labels; labels keep their values (``num_classes`` is unchanged).
-        limit_train / limit_test: keep the first N images (after the class filter, before the
-            validation split).
+        limit_train / limit_test: keep the first N images (after the class filter, before validation).
         target: class | attr (CelebA's 40 binary attributes as a long ``[B, 40]``).
-        download: let ``prepare_data()`` download a missing torchvision data set.
-        fallback: mnist only: if MNIST can be neither found nor downloaded, warn and use
-            scikit-learn's digits instead (``self.source`` then says "digits").
-        num_workers: DataLoader workers; None -> 0 for in-memory data sets (an item is a tensor
-            index, cheaper than shipping it from another process), ``default_num_workers()``
-            for data sets decoded from files.
-        seed: chooses the held-out splits and the training order.
+        download: let ``prepare_data()`` download a missing torchvision data set (else a missing one
+            stops the constructor with the layout expected).
+        fallback: mnist only: if MNIST is missing and cannot be downloaded, warn and use scikit-learn's
+            digits (``self.source``: "digits"). A damaged MNIST file is named, never replaced.
+        num_workers: DataLoader workers; None -> 0 for in-memory data sets (an item is a tensor index,
+            cheaper than shipping it to another process), ``default_num_workers()`` for image files.
+        seed: chooses the held-out splits and the training order. random_flip: h-flips, train split only.
     """
 
     def __init__(self, name: str, root: str | None = None, path: str | None = None,
@@ -89,19 +85,31 @@ class ImageDataModule(L.LightningDataModule):
                 self._spec = dataclasses.replace(self._spec, shape=(channels, *self._spec.shape[1:]))
                 self._file_mode = "L" if channels == 1 else "RGB"
         self.classes = check_classes(classes, target, self.num_classes)
-        check_size(name, self._spec.shape, image_size, resize)
-
+        if name != "imagefolder":  # a folder's every image is checked by its screening
+            check_size(name, self._spec.shape, image_size, resize)
         self.source = name  # what setup() actually loaded: "digits" after an MNIST fallback
         self._download_error: str | None = None
         self._download_tried = False
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        if not download and self._missing() and not self._falls_back():  # before any work: one line, the layout
+            raise DataUnavailableError(self._missing_message())
+        sources.check_headers(name, self.root)  # a file its header shows damaged is named now, before any work
+
+    def check_batch_fits(self) -> None:
+        """For training (train.py calls it before any work): a batch larger than every training image there can be
+        is one line; the exact count is checked again by train_dataloader (sample.py needs no training batch)."""
+        labels = self._folder.train[1] if self._folder is not None else None
+        check_batch_fits(self.batch_size, self._spec.train_size if labels is None else
+                         sum(1 for y in labels if self.classes is None or y in self.classes),
+                         self.limit_train, self.val_fraction)
 
     def _scan_folder(self) -> DatasetSpec:
         if not Path(self.path).is_dir():
             raise not_allowed("path", self.path, "use an existing folder of class folders")
-        self._folder = screen_folder(scan_image_folder(Path(self.path)), self.max_bad_fraction, self.path)
+        self._folder = screen_folder(scan_image_folder(Path(self.path)), self.max_bad_fraction, self.path,
+                                     self.image_size, self.resize)
         # The channel count is the config's (default 3), never the first file's: every image is
         # converted to it, so one greyscale (or RGBA, palette) file cannot change the whole data set.
         channels = self.channels or 3
@@ -135,7 +143,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download the data set if asked (Lightning calls this once per node, before setup)."""
-        if not self.download or self.name in ("digits", "imagefolder"):
+        if not self.download or not self._missing():  # present: a damaged file is named by setup(), never re-fetched
             return
         self._download_tried = True
         try:
@@ -145,9 +153,8 @@ class ImageDataModule(L.LightningDataModule):
         # urllib, HTTP, checksum and extraction errors all mean "not available": catch them all.
         except Exception as err:
             self._download_error = one_line(err)
-            if not (self.name == "mnist" and self.fallback):
-                raise RuntimeError(f"could not download {self.name} into {self.root}: "
-                                   f"{self._download_error}") from err
+            if not self._falls_back():
+                raise DataUnavailableError(self._missing_message()) from None
 
     def setup(self, stage: str | None = None) -> None:
         """Build the train/val/test splits (once; later calls are no-ops)."""
@@ -197,29 +204,32 @@ class ImageDataModule(L.LightningDataModule):
             return self._celeba_splits()
         if self.name == "digits":
             return self._digits_splits()
-        try:
-            splits = [sources.torchvision_tensors(self.name, self.root, train) for train in (True, False)]
-        except (RuntimeError, OSError) as err:  # torchvision: "Dataset not found or corrupted"
-            if self.name == "mnist" and self.fallback:
+        if self._missing():  # only a MISSING MNIST falls back: a damaged one is named (sources.load_tensors)
+            if self._falls_back():
                 warnings.warn(f"MNIST not found under {self.root}{self._why_missing()}; falling back to "
                               f"scikit-learn's 8x8 digits upsampled to 28x28 (1797 images): "
                               f"results are not comparable to MNIST", stacklevel=2)
                 return self._digits_splits()
-            raise FileNotFoundError(self._missing_message()) from err
+            raise DataUnavailableError(self._missing_message())
+        splits = [sources.load_tensors(self.name, self.root, train) for train in (True, False)]
         return tuple(ImageTensorDataset(fit_in_chunks(to_channels(x, self.channels), self.image_size, self.resize), y)
                      for x, y in splits)
 
     def _why_missing(self) -> str:
         if self._download_error is not None:
             return f" and the download failed ({self._download_error})"
-        if self.download and not self._download_tried:
-            return " (download=True, but prepare_data() did not run in this process)"
-        return "" if self.download else " (download=False)"
+        untried = "" if self._download_tried else " (download=True, but prepare_data() did not run in this process)"
+        return untried if self.download else " (download=False)"
+
+    def _missing(self) -> list[str]:
+        """The data set's files (SPECS[name].files) missing under root; none for digits and image folders."""
+        return sources.missing_files(self.name, self.root) if self.name in SPECS else []
+
+    def _falls_back(self) -> bool:
+        return self.name == "mnist" and self.fallback
 
     def _missing_message(self) -> str:
-        hint = " or data.fallback=true for the scikit-learn digits stand-in" if self.name == "mnist" else ""
-        return (f"{self.name} not found under {self.root}{self._why_missing()}: point GLOW_DATA_DIR "
-                f"or data.root at a copy, or download it with data.download=true{hint}")
+        return sources.missing_message(self.name, self.root, self._why_missing())
 
     def _digits_splits(self) -> tuple[Dataset, Dataset]:
         self.source = "digits"
@@ -245,10 +255,12 @@ class ImageDataModule(L.LightningDataModule):
         """CelebA's official train/test lists (torchvision parses them); images decoded per item."""
         splits = []
         for train in (True, False):
+            if self._missing():
+                raise DataUnavailableError(self._missing_message())
             try:
                 ds = sources.torchvision_dataset(self.name, self.root, train, download=False)
-            except (RuntimeError, OSError) as err:
-                raise FileNotFoundError(self._missing_message()) from err
+            except Exception as err:  # present but not loadable: a damaged list or a missing image
+                raise sources.damaged(self.name, self.root, err) from err
             folder = os.path.join(self.root, ds.base_folder, "img_align_celeba")
             labels = ds.attr.long() if self.target == "attr" else torch.zeros(len(ds), dtype=torch.long)
             splits.append(self._files([os.path.join(folder, f) for f in ds.filename], labels, self._file_mode))

@@ -72,14 +72,15 @@ class ImageFileDataset(Dataset):
                                 self.flip if flip is None else flip)
 
 
-def split_indices(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Hold out ``round(fraction * n)`` of ``range(n)``, chosen by ``seed``: (kept, held_out), sorted.
-
-    A positive fraction holds out at least one item and keeps at least one (when n >= 2).
-    """
+def held_out_count(n: int, fraction: float) -> int:
+    """How many of n items ``split_indices`` holds out: round(fraction * n), at least one held and one kept."""
     n_held = round(fraction * n)
-    if fraction > 0 and n >= 2:
-        n_held = min(max(n_held, 1), n - 1)
+    return min(max(n_held, 1), n - 1) if fraction > 0 and n >= 2 else n_held
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Hold out ``held_out_count(n, fraction)`` of ``range(n)``, chosen by ``seed``: (kept, held_out), sorted."""
+    n_held = held_out_count(n, fraction)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_held:].sort().values, perm[:n_held].sort().values
 

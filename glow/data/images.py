@@ -1,25 +1,18 @@
-"""Pixels: decoding image files, bringing uint8 images to one size and channel count, and screening
-files before training (``probe``/``screen``).
-
-Screening: every file of the train and test splits is opened (header only, in threads, with a
-progress bar for large folders). Unreadable files are listed (count and first names) and skipped;
-too many of them, or a split left empty, stop the run before any step. Why up front: a bad file
-found by the loader surfaces as a traceback hours into a run, or (in the test split) after all
-training, losing the results.
+"""Pixels: decoding image files of any bit depth and mode into uint8, and bringing uint8 images to one
+size and channel count. Checking every file of a folder before training is glow.data.screening's.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
+
 
 def fit_size(x: Tensor, size: int | None, mode: str) -> Tensor:
     """Bring uint8 images ``[..., C, H, W]`` to ``[..., C, size, size]`` (``size=None``: as is).
@@ -53,20 +46,72 @@ def fit_in_chunks(images: Tensor, size: int | None, mode: str, chunk: int = 4096
 
 
 class CorruptImageError(OSError):
-    """An image file could not be decoded; the message names the file."""
+    """An image file could not be decoded, or holds pixels this code does not read; the message names it."""
+
+
+# Decoding bombs: a small file can declare billions of pixels. Larger images are refused from the header,
+# before any pixel is decoded (a 24-megapixel photo is well inside; PIL's own limit is 89M, and only warns).
+MAX_IMAGE_PIXELS = 2 ** 25
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+UNREADABLE_MODES = {"F": "32-bit float pixels (their range is unknown)"}
+
+
+def mode_problem(mode: str, size: tuple[int, int]) -> str | None:
+    """Why an image of PIL ``mode`` and (width, height) ``size`` is refused from its header, or None."""
+    w, h = size
+    if w < 1 or h < 1:
+        return f"empty image {w}x{h}"
+    if w * h > MAX_IMAGE_PIXELS:
+        return f"{w}x{h} pixels exceed the limit of {MAX_IMAGE_PIXELS} (a decompression bomb?)"
+    if mode in UNREADABLE_MODES:
+        return f"mode {mode}: {UNREADABLE_MODES[mode]}; save it as an 8- or 16-bit PNG"
+    return None
+
+
+def to_8bit(im: Image.Image, path: str) -> Image.Image:
+    """16-bit (and 32-bit integer) pixels scaled to 8 bits, round(v / 257): PIL's own conversion clips them
+    at 255, which turns a 16-bit image white. Other modes (1, P, LA, RGBA, CMYK, ...) are PIL's to convert."""
+    if im.mode not in SIXTEEN_BIT_MODES and im.mode != "I":
+        return im
+    pixels = np.asarray(im).astype(np.int64)
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+        raise CorruptImageError(f"cannot read image {path}: mode {im.mode} pixels in {pixels.min()}..{pixels.max()} "
+                                f"are not 16-bit (0..65535); save it as an 8- or 16-bit PNG")
+    return Image.fromarray(np.rint(pixels / 257.0).astype(np.uint8), "L")
+
+
+def convert(im: Image.Image, mode: str, path: str) -> Image.Image:
+    """``im`` as PIL ``mode`` "L" or "RGB", through RGB when PIL has no direct conversion (La, LAB)."""
+    im = to_8bit(im, path)
+    try:
+        return im.convert(mode)
+    except ValueError:
+        try:
+            return im.convert("RGBA" if im.mode.endswith("a") else "RGB").convert(mode)
+        except ValueError:
+            raise CorruptImageError(f"cannot read image {path}: PIL cannot convert mode {im.mode} to {mode}; "
+                                    f"save it as an 8-bit PNG") from None
 
 
 def read_image(path: str, mode: str) -> Tensor:
-    """Decode one image file into uint8 ``[C, H, W]`` (PIL ``mode`` "L" or "RGB")."""
+    """Decode one image file into uint8 ``[C, H, W]`` (``mode`` "L" or "RGB"), any bit depth: 16-bit pixels
+    are scaled to 8 bits, alpha is dropped; huge (decompression bombs) and float images are refused."""
     try:
-        with Image.open(path) as im:
-            im = im.convert(mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size ourselves
+            with Image.open(path) as im:
+                problem = mode_problem(im.mode, im.size)
+                if problem is None:
+                    im = convert(im, mode, path)
+    except CorruptImageError:
+        raise
     # Decoders raise many types (OSError, SyntaxError, zlib.error, EOFError...); we re-raise
     # them all with the path, which is what one needs to find a bad file among thousands.
     except Exception as err:
         raise CorruptImageError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
+    if problem is not None:
+        raise CorruptImageError(f"cannot read image {path}: {problem}")
     return TF.pil_to_tensor(im)
-
 
 
 def to_channels(x: Tensor, channels: int | None) -> Tensor:
@@ -86,61 +131,3 @@ def collate_readable(items):
     if not kept:
         raise CorruptImageError(f"all {len(items)} images of a batch are unreadable (see the warnings above)")
     return default_collate(kept)
-
-
-# ----------------------------------------------------------------------------- screening
-
-PROGRESS_FROM = 2000  # files; smaller folders are screened in well under a second
-SHOW = 5  # names listed in a warning or error
-
-
-def probe(path: str) -> tuple[int, int] | str:
-    """(height, width) from the file's header, or why it cannot be read."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w < 1 or h < 1:
-                return f"empty image {w}x{h}"
-            return h, w
-    # decoders raise OSError, SyntaxError, ValueError, zlib.error...: every one means "unreadable"
-    except Exception as err:
-        text = str(err).splitlines()[0].replace(repr(path), "the file").replace(path, "the file") if str(err) else ""
-        return f"{type(err).__name__}: {text}".rstrip(": ")
-
-
-def probe_all(paths: Sequence[str], what: str = "images") -> list[tuple[int, int] | str]:
-    workers = min(32, 4 * (os.cpu_count() or 1))  # I/O-bound: threads, several per core
-    with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(probe, paths, chunksize=64)
-        if len(paths) >= PROGRESS_FROM:
-            from tqdm.auto import tqdm
-
-            results = tqdm(results, total=len(paths), desc=f"checking {what}", unit="file")
-        return list(results)
-
-
-def screen(splits: dict[str, list[str]], max_bad_fraction: float, where: str
-           ) -> tuple[dict[str, list[int]], tuple[int, int]]:
-    """Probe every file of every split; returns the indices of the readable files per split and the
-    size of the first readable training image. Raises ValueError (one line) when a split is empty or
-    the unreadable share exceeds ``max_bad_fraction``; otherwise warns and skips the bad files."""
-    for split, paths in splits.items():
-        if not paths:
-            raise ValueError(f"data.path={where!r}: the {split} split holds no images")
-    results = {split: probe_all(paths, f"{split} images") for split, paths in splits.items()}
-    bad = [(p, r) for split, paths in splits.items() for p, r in zip(paths, results[split]) if isinstance(r, str)]
-    total = sum(len(p) for p in splits.values())
-    if bad:
-        names = ", ".join(f"{p} ({r})" for p, r in bad[:SHOW]) + (", ..." if len(bad) > SHOW else "")
-        text = f"{len(bad)} of {total} image files under {where} are unreadable: {names}"
-        if len(bad) > max_bad_fraction * total:
-            raise ValueError(f"data.max_bad_fraction={max_bad_fraction} is exceeded: {text}; fix or remove them, "
-                             f"or raise data.max_bad_fraction")
-        warnings.warn(text + "; they are skipped", stacklevel=2)
-    keep = {split: [i for i, r in enumerate(results[split]) if not isinstance(r, str)] for split in splits}
-    for split, kept in keep.items():
-        if not kept:
-            raise ValueError(f"data.path={where!r}: the {split} split holds no readable images")
-    first_train = results[next(iter(splits))][keep[next(iter(splits))][0]]
-    return keep, first_train
-

@@ -35,21 +35,36 @@ class DatasetSpec:
     class_names: tuple[str, ...]
     attribute_names: tuple[str, ...] | None = None
     in_memory: bool = True  # held as one uint8 tensor (no loader workers), else decoded file by file
+    files: tuple[str, ...] = ()  # what must be under the data root (torchvision's layout); () = nothing to find
+    train_size: int | None = None  # images of the training split (before any hold-out), where known
 
 
 _DIGITS = tuple(str(i) for i in range(10))
+
+
+def _idx_files(folder: str) -> tuple[str, ...]:
+    return tuple(f"{folder}/raw/{split}-{kind}-idx{dims}-ubyte" for split in ("train", "t10k")
+                 for kind, dims in (("images", 3), ("labels", 1)))
+
+
 SPECS = {
-    "mnist": DatasetSpec((1, 28, 28), _DIGITS),
-    "digits": DatasetSpec((1, 28, 28), _DIGITS),  # upsampled from 8x8 to stand in for MNIST
+    "mnist": DatasetSpec((1, 28, 28), _DIGITS, files=_idx_files("MNIST"), train_size=60000),
+    "digits": DatasetSpec((1, 28, 28), _DIGITS, train_size=1797),  # upsampled from 8x8 to stand in for MNIST; scikit-learn's own
     "fashion_mnist": DatasetSpec((1, 28, 28), (
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"), files=_idx_files("FashionMNIST"), train_size=60000),
     "cifar10": DatasetSpec((3, 32, 32), (
         "airplane", "automobile", "bird", "cat", "deer",
-        "dog", "frog", "horse", "ship", "truck")),
-    "svhn": DatasetSpec((3, 32, 32), _DIGITS),
+        "dog", "frog", "horse", "ship", "truck"),
+        files=tuple(f"cifar-10-batches-py/{f}" for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+                                                         "batches.meta")), train_size=50000),
+    "svhn": DatasetSpec((3, 32, 32), _DIGITS, files=("svhn/train_32x32.mat", "svhn/test_32x32.mat"), train_size=73257),
     # CelebA has no classes: with target="class" every label is 0 (an unconditional data set).
-    "celeba": DatasetSpec((3, 218, 178), ("face",), CELEBA_ATTRIBUTES, in_memory=False),
+    "celeba": DatasetSpec((3, 218, 178), ("face",), CELEBA_ATTRIBUTES, in_memory=False,
+                          files=("celeba/img_align_celeba", "celeba/list_attr_celeba.txt",
+                                 "celeba/list_eval_partition.txt", "celeba/identity_CelebA.txt",
+                                 "celeba/list_bbox_celeba.txt", "celeba/list_landmarks_align_celeba.txt"),
+                          train_size=162770),
 }
 NAMES = (*SPECS, "imagefolder")  # imagefolder: any folder of class folders, scanned (glow.data.folder)
 

@@ -20,6 +20,7 @@ from glow.demo.images import display_factor, enlarge, grid, to_display
 from glow.demo.session import DemoInputError, DemoSession
 from glow.quantize import preprocess, to_uint8
 from glow.sampling import blank_nonfinite, completions_uint8, inpaint, interpolate, reconstruction_pairs, sample
+from glow.config import MAX_SEED
 from glow.errors import ConfigError
 from glow.sampling.batched import model_device
 from glow.sampling.tasks import check_fit
@@ -51,8 +52,9 @@ def _count(value, name: str, low: int, high: int) -> int:
 
 
 def _generator(seed) -> torch.Generator:
-    if seed is None or float(seed) != int(float(seed)):
-        raise DemoInputError(f"seed={seed!r} is not allowed: use an integer")
+    if seed is None or not math.isfinite(float(seed)) or float(seed) != int(float(seed)) \
+            or not 0 <= int(float(seed)) <= MAX_SEED:
+        raise DemoInputError(f"seed={seed!r} is not allowed: use an integer in 0..{MAX_SEED}")
     return torch.Generator().manual_seed(int(float(seed)))
 
 

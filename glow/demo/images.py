@@ -16,7 +16,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from glow.data import read_image
+from glow.data import fit_size, read_image
 from glow.demo.session import DemoInputError
 from glow.quantize import to_uint8
 from glow.sampling import blank_nonfinite
@@ -30,8 +30,12 @@ def _describe(channels: int) -> str:
     return "1 channel (greyscale)" if channels == 1 else f"{channels} channels (colour)"
 
 
-def read_upload(path: str | Path | None, image_shape: tuple[int, int, int], what: str = "image") -> Tensor:
-    """An uploaded file as uint8 [C, H, W], or DemoInputError when it is not an image of the model's shape."""
+def read_upload(path: str | Path | None, image_shape: tuple[int, int, int], what: str = "image",
+                resize: str | None = None) -> Tensor:
+    """An uploaded file as uint8 [C, H, W], or DemoInputError when it is not an image the model can take.
+
+    An image of another size is fitted the way the run's data was (``resize``: pad, resize or center_crop,
+    glow.data.fit_size), so a 28x28 MNIST digit goes to a model that pads MNIST to 32x32."""
     if path is None:
         raise DemoInputError(f"no {what}: upload one first")
     name = Path(path).name
@@ -46,12 +50,17 @@ def read_upload(path: str | Path | None, image_shape: tuple[int, int, int], what
     channels = 1 if mode in GREY_MODES else 3
     if channels != c:
         raise DemoInputError(f"{name} has {_describe(channels)} but this model takes {_describe(c)}")
-    if (height, width) != (h, w):
+    if (height, width) != (h, w) and (resize is None or h != w):
         raise DemoInputError(f"{name} is {width}x{height} pixels but this model takes {w}x{h} images")
     try:
-        return read_image(str(path), "L" if c == 1 else "RGB")
-    except OSError as err:  # a header that opens but pixels that do not decode (a truncated file)
-        raise DemoInputError(f"{name} is not a readable image: {str(err).splitlines()[0][-120:]}") from None
+        x = read_image(str(path), "L" if c == 1 else "RGB")
+    except OSError as err:  # pixels that do not decode (a truncated file), a decompression bomb, float pixels
+        raise DemoInputError(f"{name} is not a readable image: {str(err).split(': ', 1)[-1][:160]}") from None
+    try:
+        return fit_size(x, h, resize) if (height, width) != (h, w) else x
+    except ValueError:  # pad cannot shrink, center_crop cannot grow
+        raise DemoInputError(f"{name} is {width}x{height} pixels: this model takes {w}x{h} images and its data "
+                             f"reached that size by resize={resize}, which cannot fit this one") from None
 
 
 def to_display(x_uint8: Tensor) -> np.ndarray:

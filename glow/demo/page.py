@@ -13,13 +13,14 @@ import logging
 import traceback
 
 import gradio as gr
+from gradio.exceptions import InvalidPathError
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 
 from glow.demo import actions
 from glow.demo.images import from_display, mask_from_layers, read_upload, to_display
-from glow.demo.session import DemoInputError, DemoSession
+from glow.demo.session import DemoInputError, DemoSession, redact_paths
 from glow.errors import ConfigError
 from glow.sampling.inpaint import ROUTES, pick_route
 
@@ -34,21 +35,41 @@ CSS = """
 """
 
 
+def public_error(err: BaseException) -> gr.Error:
+    """The one line the page shows for an error: bad input as it is, anything else as its type (the traceback
+    goes to the server's log); server paths never shown (redact_paths)."""
+    if isinstance(err, gr.Error):
+        return gr.Error(redact_paths(err.message))
+    if isinstance(err, (DemoInputError, ValueError)) and not isinstance(err, InvalidPathError):
+        return gr.Error(redact_paths(str(err).strip().splitlines()[0]) if str(err).strip() else type(err).__name__)
+    log.error("demo action failed:\n%s", traceback.format_exc())
+    if isinstance(err, InvalidPathError):  # a request naming a file the page did not receive (Gradio blocks it)
+        return gr.Error("that file is not allowed: the page reads only files uploaded through it")
+    return gr.Error(f"internal error ({type(err).__name__}: {redact_paths(str(err).strip())[:200]}); "
+                    f"details in the server's log")
+
+
 def shown(handler):
     """Bad input -> gr.Error with its one line; anything else -> one line on the page, traceback in the log."""
     @functools.wraps(handler)
     def wrapped(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (DemoInputError, ValueError) as err:
-            raise gr.Error(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
         except Exception as err:
-            log.error("demo action failed:\n%s", traceback.format_exc())
-            raise gr.Error(f"internal error ({type(err).__name__}: {str(err).strip()[:200]}); "
-                           f"details in the server's log") from None
+            raise public_error(err) from None
     return wrapped
+
+
+class Page(gr.Blocks):
+    """gr.Blocks whose every failure reaches the user as one line: Gradio's own checks of a request (a file
+    path it blocks, a malformed value) fail before any handler runs, and with show_error=False the user
+    saw ``{"error": null}``; show_error=True would show server paths."""
+
+    async def process_api(self, *args, **kwargs):
+        try:
+            return await super().process_api(*args, **kwargs)
+        except Exception as err:
+            raise public_error(err) from None
 
 
 def _reporter(progress: gr.Progress):
@@ -58,7 +79,7 @@ def _reporter(progress: gr.Progress):
 def _image(session: DemoSession, source: str, index, upload, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 [C, H, W] (and its label, for test images) from the tab's chosen source."""
     if source == "upload":
-        return read_upload(upload, session.image_shape, what), None
+        return read_upload(upload, session.image_shape, what, session.resize), None
     x, y = session.test_image(index)
     return x, y.reshape(1) if y.dim() == 0 else y[None]
 
@@ -186,7 +207,7 @@ def inpaint_tab(session: DemoSession):
     def load_upload(path):
         if path is None:
             return gr.skip(), gr.skip()
-        return show(read_upload(path, session.image_shape))
+        return show(read_upload(path, session.image_shape, resize=session.resize))
 
     @shown
     def run(state, value, count, t, k, s, progress=gr.Progress()):
@@ -216,14 +237,15 @@ def model_tab(session: DemoSession):
         "- **test images from:** " + (f"data `{session.data_config.get('name', '?')}`"
                                         if session.data_config is not None else "none (uploads only)"),
     ]))
-    config = OmegaConf.to_yaml(session.run_config) if session.run_config is not None else \
-        OmegaConf.to_yaml(OmegaConf.create(session.hparams))
+    config = redact_paths(OmegaConf.to_yaml(session.run_config) if session.run_config is not None else
+                          OmegaConf.to_yaml(OmegaConf.create(session.hparams)))
     gr.Code(config, language="yaml", max_lines=24, label="the run's config" if session.run_config is not None
             else "the checkpoint's hyper-parameters", interactive=False)
 
 
 def build_page(session: DemoSession) -> gr.Blocks:
-    with gr.Blocks(title=f"Glow: {session.display_name}") as page:
+    # uploads are deleted from Gradio's cache an hour after they arrive (checked every 10 minutes)
+    with Page(title=f"Glow: {session.display_name}", delete_cache=(600, 3600)) as page:
         gr.Markdown(f"## Glow on `{session.display_name}`")
         for name, build in zip(TAB_NAMES, (sample_tab, interpolate_tab, reconstruct_tab, inpaint_tab, model_tab)):
             with gr.Tab(name, id=name.lower()):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from glow.config import validate_ckpt_path
+from glow.config import check_seed, require_values, validate_ckpt_path
 from glow.errors import ConfigError, fail, is_int
 from glow.demo.session import DemoSession, newest_checkpoint
 
@@ -25,7 +26,18 @@ def choose_checkpoint(ckpt_path, outputs: str | Path = "outputs") -> Path:
     return found
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def validate_demo(cfg: DictConfig) -> None:
+    require_values(cfg)
+    check_seed("seed", cfg.get("seed", 0))
+    auth = cfg.get("auth")
+    if auth is not None and not (isinstance(auth, str) and ":" in auth and all(auth.split(":", 1))):
+        fail("auth", "<hidden>", "use user:password (both non-empty), or null for no login")
+    mb = cfg.get("max_upload_mb", 10)
+    if not (is_int(mb) and 1 <= mb <= 1024):
+        fail("max_upload_mb", mb, "use an integer in 1..1024 (megabytes per uploaded file)")
     port = cfg.get("port")
     if not (is_int(port) and 0 <= port <= 65535):
         fail("port", port, "use an integer in 0..65535 (0: any free port)")
@@ -49,14 +61,28 @@ def open_session(cfg: DictConfig) -> DemoSession:
     return DemoSession.open(ckpt, cfg.get("data"), device=device, use_ema=cfg.ema, batch_size=cfg.batch_size)
 
 
-def serve(session: DemoSession, host: str, port: int, block: bool = True):
+def exposure_warning(host: str, auth: str | None) -> str | None:
+    """One line when the page is served beyond this machine (and how to protect it), or None."""
+    if host in LOOPBACK:
+        return None
+    login = "behind the login auth= sets" if auth else "WITHOUT a login (set auth=user:password)"
+    return (f"warning: host={host} serves the page to every machine that can reach this one, {login}; "
+            f"host=127.0.0.1 keeps it on this machine")
+
+
+def serve(session: DemoSession, host: str, port: int, block: bool = True, auth: str | None = None,
+          max_upload_mb: int = 10):
     """Start the page; prints ``demo ready: <url>`` once the server answers. Returns the Blocks."""
     from glow.demo.page import CSS, build_page
 
+    warning = exposure_warning(host, auth)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     page = build_page(session)
     try:
         page.launch(server_name=host, server_port=port or None, prevent_thread_lock=True, quiet=True,
-                    show_error=False, css=CSS, footer_links=[])
+                    show_error=False, css=CSS, footer_links=[], max_file_size=f"{max_upload_mb}mb",
+                    auth=tuple(auth.split(":", 1)) if auth else None)
     except OSError as err:
         raise ConfigError(f"port={port!r} is not allowed: {str(err).strip().splitlines()[0]}") from None
     print(f"demo ready: {page.local_url}", flush=True)

@@ -8,6 +8,7 @@ there, and builds the data module of test images only when a tab first asks for 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,16 @@ from glow.sampling.load import load_checkpoint, rebuild
 
 class DemoInputError(ValueError):
     """Bad input from the page (an image, a mask, an index); the message is shown on the page as it is."""
+
+
+# an absolute path (not a URL's //host part): the page shows its last component only
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~])(?:[A-Za-z]:)?(?:/[^\s/'\"(),;:]+)+/?")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every absolute path cut to ``.../<last part>``: the page never shows where files live on
+    the server (a data root, the run directory, Gradio's upload cache)."""
+    return _ABSOLUTE_PATH.sub(lambda m: ".../" + (m.group(0).rstrip("/").rsplit("/", 1)[-1]), text)
 
 
 def newest_checkpoint(root: str | Path = "outputs") -> Path | None:
@@ -74,6 +85,11 @@ class DemoSession:
     def display_name(self) -> str:
         """The run directory's name and the checkpoint's, never a server path."""
         return f"{run_dir_of(self.ckpt_path).name}/{self.ckpt_path.name}"
+
+    @property
+    def resize(self) -> str | None:
+        """How the run's data reached the model's size (pad, resize, center_crop): uploads are fitted the same way."""
+        return self.data_config.get("resize") if self.data_config is not None else None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

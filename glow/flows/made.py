@@ -49,7 +49,7 @@ class MADE(nn.Module):
         if dim < 2:
             raise ValueError(f"MADE needs at least 2 dimensions, got {dim}")
         order = torch.as_tensor(order).long()
-        if sorted(order.tolist()) != list(range(dim)):
+        if not order.is_meta and sorted(order.tolist()) != list(range(dim)):  # meta: sizing only (glow.sampling.load)
             raise ValueError(f"order must be a permutation of 0..{dim - 1}")
         self.dim, self.outputs_per_dim = dim, outputs_per_dim
         self.register_buffer("order", order)

@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 from torchvision.utils import save_image
+from tqdm.auto import tqdm
 
 from glow.conditioning import check_sampling_labels, require_class_conditional
 from glow.density import DensityModel
@@ -21,45 +22,50 @@ from glow.sampling.batched import (chunks, decode_latents, encode_latents, infer
 
 
 def _shared_noise_rows(model: DensityModel, rows: Sequence[tuple[float, Tensor | None]], n: int,
-                       generator: torch.Generator | None, batch_size: int) -> Tensor:
-    """One row of n samples per (temperature, labels [n] or None), the same noise in every row."""
+                       generator: torch.Generator | None, batch_size: int, progress: str | None = None) -> Tensor:
+    """One row of n samples per (temperature, labels [n] or None), the same noise in every row; with
+    ``progress`` (its label) a bar of the batches when there is more than one (MAF: 784 passes each)."""
     out = [[] for _ in rows]
-    with inference_fp32(model):
+    batches = -(-n // max(1, batch_size))
+    with inference_fp32(model), tqdm(total=batches * len(rows), desc=progress, unit="batch",
+                                     disable=progress is None or batches * len(rows) < 2) as bar:
         for cols in chunks(n, batch_size):
             b = cols.stop - cols.start
             noise = [z.to(model_dtype(model)) for z in standard_noise(model, b, generator)]
             for r, (temperature, labels) in enumerate(rows):
                 cond = on_model(model, labels[cols]) if labels is not None else None
                 out[r].append(model.sample(b, temperature=float(temperature), cond=cond, noise=noise).cpu())
+                bar.update(1)
     return torch.cat([torch.cat(row) for row in out])
 
 
 def sample(model: DensityModel, n: int, temperature: float = 0.7, generator: torch.Generator | None = None,
-           labels: Tensor | None = None, batch_size: int = 64) -> Tensor:
-    """n samples at ``temperature`` (every prior's std times T); ``labels`` [n] for a class-conditional model."""
+           labels: Tensor | None = None, batch_size: int = 64, progress: str | None = None) -> Tensor:
+    """n samples at ``temperature`` (every prior's std times T); ``labels`` [n] for a class-conditional model;
+    ``progress``: a bar's label (sample.py), None for none (training, the page)."""
     check_sampling_labels(model, labels, n)
-    return _shared_noise_rows(model, [(temperature, labels)], n, generator, batch_size)
+    return _shared_noise_rows(model, [(temperature, labels)], n, generator, batch_size, progress)
 
 
 def temperature_sweep(model: DensityModel, temperatures: Sequence[float], n: int, generator: torch.Generator | None = None,
-                      labels: Tensor | None = None, batch_size: int = 64) -> Tensor:
+                      labels: Tensor | None = None, batch_size: int = 64, progress: str | None = None) -> Tensor:
     """One row of n samples per temperature, the same noise in every row: [len(temperatures) * n, C, H, W].
 
     A class-conditional model needs ``labels`` [n], one per column.
     """
     check_sampling_labels(model, labels, n)
-    return _shared_noise_rows(model, [(t, labels) for t in temperatures], n, generator, batch_size)
+    return _shared_noise_rows(model, [(t, labels) for t in temperatures], n, generator, batch_size, progress)
 
 
 def class_grid(model: DensityModel, classes: Sequence[int], n: int, temperature: float = 0.7,
-               generator: torch.Generator | None = None, batch_size: int = 64) -> Tensor:
+               generator: torch.Generator | None = None, batch_size: int = 64, progress: str | None = None) -> Tensor:
     """One row of n samples per class, the same noise in every row (a column keeps its "style"):
     [len(classes) * n, C, H, W]."""
     require_class_conditional(model)
     rows = [(temperature, torch.full((n,), int(c), dtype=torch.long)) for c in classes]
     for _, labels in rows:
         check_sampling_labels(model, labels, n)
-    return _shared_noise_rows(model, rows, n, generator, batch_size)
+    return _shared_noise_rows(model, rows, n, generator, batch_size, progress)
 
 
 @torch.no_grad()

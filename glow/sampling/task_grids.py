@@ -17,7 +17,8 @@ RECONSTRUCTION_PAIRS_PER_ROW = 8
 
 def task_sample(cfg, model, n, generator):
     start = time.perf_counter()
-    images = sample(model, n, cfg.temperature, generator, grid_labels(model, n, cfg.label), cfg.batch_size)
+    images = sample(model, n, cfg.temperature, generator, grid_labels(model, n, cfg.label), cfg.batch_size,
+                    progress="sampling")
     per_image = (time.perf_counter() - start) / n
     return images, cfg.nrow or math.ceil(math.sqrt(n)), (f"{n} samples at T={cfg.temperature}, "
                                                          f"{1000 * per_image:.2f} ms per image")
@@ -25,13 +26,14 @@ def task_sample(cfg, model, n, generator):
 
 def task_temperature(cfg, model, n, generator):
     temps = [float(t) for t in cfg.temperatures]
-    images = temperature_sweep(model, temps, n, generator, grid_labels(model, n, cfg.label), cfg.batch_size)
+    images = temperature_sweep(model, temps, n, generator, grid_labels(model, n, cfg.label), cfg.batch_size,
+                               progress="sampling")
     return images, n, f"one row per temperature {temps}, the same noise in every row"
 
 
 def task_class(cfg, model, n, generator):
     classes = list(cfg.classes) if cfg.classes is not None else list(range(model.kind.num_classes))
-    images = class_grid(model, classes, n, cfg.temperature, generator, cfg.batch_size)
+    images = class_grid(model, classes, n, cfg.temperature, generator, cfg.batch_size, progress="sampling")
     return images, n, f"one row per class {classes} at T={cfg.temperature}, the same noise in every row"
 
 

@@ -8,13 +8,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from glow.data import read_image
 from glow.errors import fail
 from glow.masks import make_mask
 from glow.quantize import preprocess
 from glow.sampling.batched import model_device
 from glow.sampling.inpaint import InpaintOptions, completions_uint8, inpaint, pick_route, planned_steps
-from glow.sampling.task_inputs import real_images
+from glow.sampling.task_inputs import read_user_image, real_images
 from glow.sampling.user_mask import read_mask, save_completions, to_model_size, to_original_size
 
 
@@ -24,7 +23,7 @@ def _user_images_and_masks(cfg, model) -> tuple[list[torch.Tensor], list[torch.T
     pad = cfg.data.get("resize", "resize") == "pad"
     originals, masks, xs, ms = [], [], [], []
     for path in cfg.images:
-        image = read_image(str(path), "L" if c == 1 else "RGB")
+        image = read_user_image("images", path, c)
         try:
             mask = read_mask(str(cfg.mask_image), tuple(image.shape[-2:]))
         except ValueError as err:

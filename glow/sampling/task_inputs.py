@@ -8,7 +8,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from glow.data import fit_size, read_image
+from glow.data import CorruptImageError, fit_size, read_image
 from glow.data.checks import check_image_shape
 from glow.density import DensityModel
 from glow.errors import ConfigError, fail, first_line, unwrap
@@ -38,12 +38,20 @@ def take(dataset, indices: list[int], key: str, split: str) -> tuple[torch.Tenso
     return torch.stack(xs), torch.stack(ys)
 
 
+def read_user_image(key: str, path, channels: int) -> torch.Tensor:
+    """uint8 [C, H, W] of a user's image file, or one line naming the key and the file (any bit depth reads)."""
+    try:
+        return read_image(str(path), "L" if channels == 1 else "RGB")
+    except CorruptImageError as err:  # its header passed validate_sample, its pixels do not decode
+        fail(key, str(path), f"is not a readable image ({str(err).split(': ', 1)[-1]})")
+
+
 def image_files(paths, model: DensityModel, resize: str) -> torch.Tensor:
     """uint8 [N, C, H, W] of image files, fitted to the model's size the data group's way."""
     c, h, w = model.image_shape
     out = []
     for path in paths:
-        x = read_image(str(path), "L" if c == 1 else "RGB")
+        x = read_user_image("images", path, c)
         if tuple(x.shape[-2:]) != (h, w):
             try:
                 x = fit_size(x, h, resize)

@@ -15,14 +15,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
-from PIL import Image
 from torch import Tensor
+
+from glow.data.images import CorruptImageError, read_image
 
 
 def read_mask(path: str, size: tuple[int, int]) -> Tensor:
     """bool [1, H, W] (True = missing) of a mask PNG, which must be ``size`` (the image's H, W)."""
-    with Image.open(path) as im:
-        mask = TF.pil_to_tensor(im.convert("L")) > 127
+    try:
+        mask = read_image(path, "L") > 127  # any bit depth or mode, bombs refused (glow.data.images)
+    except CorruptImageError as err:
+        raise ValueError(f"{path} is not a readable image ({str(err).split(': ', 1)[-1]})") from None
     if tuple(mask.shape[-2:]) != tuple(size):
         raise ValueError(f"{path} is {mask.shape[-1]}x{mask.shape[-2]} but the image is {size[1]}x{size[0]}: "
                          f"give a mask of the image's size")
