@@ -160,9 +160,9 @@ def _number_list(key: str, value, minimum: float | None, example: str) -> None:
 
 def validate_sample(cfg: DictConfig) -> None:
     """sample.py's config-only checks, before anything is loaded."""
+    validate_ckpt_path(cfg.get("ckpt_path"), required=True)
     require_values(cfg)
     _choice(cfg, "task", tuple(TASKS))
-    validate_ckpt_path(cfg.get("ckpt_path"), required=True)
     _choice(cfg, "device", DEVICES)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         fail("device", cfg.device, "CUDA is not available on this machine: use auto or cpu")

@@ -35,8 +35,8 @@ register_resolver()  # ${unique_id:} in conf/evaluate.yaml's hydra.run.dir
 
 def evaluate(cfg: DictConfig) -> dict:
     try:
-        require_values(cfg)
         validate_ckpt_path(cfg.ckpt_path, required=True)
+        require_values(cfg)
         if cfg.split not in ("test", "val"):
             raise ConfigError(f"split={cfg.split!r} is not allowed: use test or val")
         # one line naming the file if it is empty, truncated, foreign or crafted (sizes checked before allocating)

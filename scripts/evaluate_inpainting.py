@@ -181,9 +181,9 @@ def choose_temperature(model, val: torch.Tensor, method: str, cfg: DictConfig, d
 def evaluate(cfg: DictConfig) -> dict:
     methods = list(cfg.method) if isinstance(cfg.method, (list, ListConfig)) else [cfg.method]
     try:
+        validate_ckpt_path(cfg.ckpt_path, required=True)
         require_values(cfg)
         check_seed("seed", cfg.seed)
-        validate_ckpt_path(cfg.ckpt_path, required=True)
         for method in methods:
             if method not in METHODS:
                 raise ConfigError(f"method={method!r} is not allowed: use one of {', '.join(METHODS)} (or a list)")
