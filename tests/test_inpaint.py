@@ -233,6 +233,7 @@ def test_sample_py_inpaint_task(tmp_path, synthetic_folder, route):
         assert (row[1][hole] == 128).all()  # the masked image shows the hole grey
 
 
+@pytest.mark.slow
 def test_sample_py_inpaint_with_a_user_mask_png_keeps_the_users_observed_pixels(tmp_path, synthetic_folder):
     """python sample.py task=inpaint images=[a.png] mask_image=m.png: a 20x12 photo for a 16x16 model;
     completions written at 20x12, every observed pixel of the file unchanged, the hole filled."""
