@@ -12,12 +12,13 @@ import torch
 
 from glow import Glow
 from glow.density import ModelInputs, ObjectiveTerms
-from glow.exactness import jacobian_logdet, perturb
+from glow.exactness import condition_for, jacobian_logdet, layer_factories, perturb
 from glow.families import build_model
 from glow.flows.squeeze import Squeeze
 from glow.masks import make_mask
 from glow.priors import gaussian_log_prob, gaussian_sample
 from glow.quantize import bits_per_dim, preprocess, reduce_bits, to_uint8
+from glow.sampling.inpaint import inpaint
 
 LN2 = math.log(2.0)
 
@@ -92,6 +93,24 @@ def test_temperature_zero_is_the_mode_of_every_prior():
         assert standardised.abs().max() < 1e-8
 
 
+@pytest.mark.parametrize("method", ["latent", "cglow"])
+def test_an_inpainting_route_at_t0_draws_one_completion(method):
+    """Temperature reaches the sampler of each route that draws from the priors: at T=0 every prior is
+    its mode, so the n completions of an image are one and the same; at T=1 they differ."""
+    torch.manual_seed(0)
+    model = perturb(Glow((1, 8, 8), levels=2, steps=2, hidden_channels=8, affine_scale="tanh",
+                         conditional="image" if method == "cglow" else None, cond_channels=4), 0.05).eval()
+    x = preprocess(torch.randint(0, 256, (1, 1, 8, 8), dtype=torch.uint8), 8, dequantize=False)
+    mask = make_mask("center", 1, (8, 8))
+    hole = mask.bool().expand(1, 1, 8, 8)
+    for temperature in (0.0, 1.0):
+        result = inpaint(model, x, mask, n=3, method=method, temperature=temperature, steps=6,
+                         generator=torch.Generator().manual_seed(1))
+        fills = result.completions[0, :, hole[0]]
+        spread = (fills - fills[:1]).abs().max().item()
+        assert (spread == 0) if temperature == 0 else (spread > 1e-3), (temperature, spread)
+
+
 FAMILIES = {
     "maf": {"family": "maf", "image_shape": [1, 4, 4], "num_layers": 2, "hidden": 8},
     "iaf": {"family": "iaf", "image_shape": [1, 4, 4], "num_layers": 2, "hidden": 8},
@@ -113,6 +132,25 @@ def test_other_families_scale_their_draws_by_t(family):
             torch.testing.assert_close(model.encode(x)[0][0], temperature * noise.view(4, -1), rtol=0, atol=1e-8)
 
 
+# -- logdets on inputs whose channels, height and width all differ ---------------------------------------
+NON_SQUARE = layer_factories(6, 2, 4)
+
+
+@pytest.mark.parametrize("name", list(NON_SQUARE))
+def test_logdet_matches_the_jacobian_on_a_non_square_input(name):
+    """C=6, H=2, W=4: a logdet that counts H*H pixels, or sums over the wrong dimensions, shows here
+    (tests/test_flows.py's 4x4x4 input cannot tell H from W from C)."""
+    layer = perturb(NON_SQUARE[name](), 0.1, seed=1).double()
+    x = torch.randn(1, 6, 2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    cond = condition_for(layer, x)
+    _, logdet = layer(x, cond)
+    expected = jacobian_logdet(lambda v: layer(v, cond)[0], x)
+    torch.testing.assert_close(logdet, expected, rtol=0, atol=1e-8)
+    x_back, logdet_inv = layer.inverse(layer(x, cond)[0], cond)
+    torch.testing.assert_close(x_back, x, rtol=0, atol=1e-10)
+    torch.testing.assert_close(logdet_inv, -logdet, rtol=0, atol=1e-10)
+
+
 # -- the density of a multi-level Glow is the pushforward of its draws ------------------------------------
 PRESETS = {
     "affine-levels3": dict(levels=3, coupling="affine"),
@@ -124,6 +162,7 @@ PRESETS = {
     "image-levels2": dict(levels=2, shape=(1, 4, 4), conditional="image", cond_channels=4,
                           cond_encoder="unet", conditional_layers=True, observed_noise="gaussian"),
     "pixel_actnorm-final_scaling": dict(levels=2, shape=(1, 4, 4), pixel_actnorm=True, final_scaling=True),
+    "non-square-levels2": dict(levels=2, shape=(3, 4, 8), steps=1, permutation="conv"),
 }
 
 
