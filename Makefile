@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test sample benchmark demo clean
+.PHONY: train test test-fast sample benchmark demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 train: $(STAMP)  ## the main job: the default MNIST experiment (ARGS="key=value ..." for overrides)
 	$(PY) train.py $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP)  ## everything, as CI runs it
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the fast subset (a few minutes on 2 cores): no training runs, subprocesses, DDP, browser or compile
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 sample: $(STAMP)  ## e.g. make sample ARGS="ckpt_path=outputs/.../last.ckpt task=temperature"
 	$(PY) sample.py $(ARGS)

@@ -9,6 +9,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 SCRIPT = REPO / "scripts" / "benchmark.py"
@@ -21,6 +23,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_one_row_writes_every_field(tmp_path):
     out = tmp_path / "row.json"
     proc = _run(*TINY, "model.memory=invertible", f"json={out}")
@@ -43,6 +46,7 @@ def test_one_row_writes_every_field(tmp_path):
     assert "| invertible | 1 | 8 | 2 |" in proc.stdout  # the printed table
 
 
+@pytest.mark.slow
 def test_unknown_suite_is_one_line_naming_the_key():
     proc = _run("suite=bogus")
     assert proc.returncode != 0

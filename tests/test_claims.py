@@ -40,13 +40,32 @@ def test_n_bits_below_8_drops_low_bits_and_uses_bin_centres():
     assert ((y >= lows) & (y < lows + 1 / 32)).all()  # the noise stays inside each 1/32-wide bin
 
 
-def test_module_bits_per_dim_of_a_uniform_density_is_n_bits():
-    """A model with log p(y) = 0 (the uniform density on the unit cube) costs exactly n_bits per dim."""
-    module = DensityModule(TINY, n_bits=5)
-    module.model.log_prob = lambda x, cond=None: torch.zeros(x.shape[0])
-    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+@pytest.mark.parametrize("n_bits", [5, 8])
+def test_module_bits_per_dim_depends_on_num_dims_and_n_bits(n_bits):
+    """A model whose log p(y) is -7 nats per image costs n_bits + 7 / (D ln 2) bits/dim, D = C*H*W = 192
+    counted by hand for this 3-channel image (a log p of 0 would cancel D out of the formula)."""
+    module = DensityModule({**TINY, "image_shape": [3, 8, 8]}, n_bits=n_bits)
+    module.model.log_prob = lambda x, cond=None: torch.full((x.shape[0],), -7.0)
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
     bpd = module.evaluate((images, torch.zeros(3, dtype=torch.long)), 0)["bpd"]
-    assert bpd.tolist() == pytest.approx([5.0, 5.0, 5.0], abs=1e-12)
+    expected = n_bits + 7.0 / (3 * 8 * 8 * math.log(2))
+    assert bpd.tolist() == pytest.approx([expected] * 3, abs=1e-9)
+
+
+def test_module_bits_per_dim_is_that_of_the_models_own_log_prob():
+    """No mock: the module's evaluation figure is (-log p(y) + D log 2^n) / (D ln 2) of the live model's
+    log_prob on the batch dequantised with the evaluation stream's noise."""
+    torch.manual_seed(0)
+    module = DensityModule({**TINY, "image_shape": [3, 8, 8]}, n_bits=5)
+    perturb(module.model, 0.05)
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    bpd = module.evaluate((images, torch.zeros(2, dtype=torch.long)), 4)["bpd"]
+    y = preprocess(images, 5, generator=module.noise_generator(1, 4))
+    with torch.no_grad():
+        nats = module.model.log_prob(y).double()
+    expected = (-nats + 192 * 5 * math.log(2)) / (192 * math.log(2))
+    assert bpd.tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    assert abs(bpd.mean().item() - 5) > 0.1  # the model's density is in the figure, not only n_bits
 
 
 # -- EMA, warmup, clipping ---------------------------------------------------------------------------

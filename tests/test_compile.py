@@ -70,6 +70,7 @@ def test_compiled_levels_compute_what_eager_ones_do():
         torch.testing.assert_close(compiled.log_prob(x), eager.log_prob(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory", ["none", "invertible", "checkpoint"])
 @pytest.mark.parametrize("permutation", ["conv_lu", "conv"])
 def test_every_level_traces_as_one_graph(memory, permutation):

@@ -133,26 +133,43 @@ def test_interpolation_ends_at_the_inputs_and_reconstruction_is_exact():
 
 
 @pytest.mark.parametrize("conditional, method", [(None, "latent"), ("image", "cglow")])
-def test_inpaint_tab_keeps_the_observed_pixels(conditional, method):
+def test_inpaint_tab_keeps_the_observed_pixels(monkeypatch, conditional, method):
+    """The tab's completions: the hole is what the model produced (its decode_noise, the last image it
+    drew, recorded before the route pastes the input back), the observed pixels the upload's, bit-exact;
+    and the same seed draws the same completions as glow.sampling's own inpaint."""
     model = tiny(conditional)
     image = digit()
     mask = torch.zeros(1, 8, 8)
     mask[0, 2:5, 3:6] = 1
+    drawn, decode_noise = [], model.decode_noise
+
+    def recording(*args, **kwargs):
+        out = decode_noise(*args, **kwargs)
+        drawn.append(out.detach().clone())
+        return out
+
+    monkeypatch.setattr(model, "decode_noise", recording)
     seen = []
     completions, masked, summary = actions.inpainting(session_of(model), image, mask, 3, None, 4, 0,
                                                       progress=lambda f, desc: seen.append(f))
     filled = np.stack(completions)
     hole = mask[0].bool().numpy()
-    assert filled.shape == (3, 8, 8) and (filled[:, ~hole] == image[0].numpy()[~hole]).all()
+    model_output = to_uint8(drawn[-1], model.n_bits)[:, 0].numpy()  # [n, H, W], before any paste-back
+    assert filled.shape == (3, 8, 8)
+    assert np.array_equal(filled[:, hole], model_output[:, hole])  # the hole is the model's
+    assert (filled[:, ~hole] == image[0].numpy()[~hole]).all()  # the rest is the upload's
+    assert not np.array_equal(model_output[:, ~hole], filled[:, ~hole])  # which the model did not reproduce
     assert (masked[hole] == 128).all() and np.array_equal(masked[~hole], image[0].numpy()[~hole])
     assert f"3 completions ({method}" in summary and "9 missing pixels" in summary
     assert not np.array_equal(filled[0][hole], filled[1][hole])
     # the same completions as glow.sampling's own inpaint with the same seed
+    first = drawn[-1]
     x = preprocess(image[None], model.n_bits, dequantize=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         result = inpaint(model, x, mask[None], n=3, steps=4, generator=torch.Generator().manual_seed(0))
-    assert np.array_equal(filled, completions_uint8(result, image[None], mask[None], model.n_bits)[0, :, 0].numpy())
+    assert torch.equal(drawn[-1], first)
+    assert np.array_equal(filled[:, hole], to_uint8(result.completions, model.n_bits)[0, :, 0].numpy()[:, hole])
     if method == "latent":
         assert seen and seen[-1] == 1.0  # progress reached the end
 

@@ -88,6 +88,7 @@ def test_distillation_loss_is_zero_when_student_equals_teacher(cls):
     assert kl.mean() > 5 * kl.std() / math.sqrt(kl.numel())  # positive beyond MC error
 
 
+@pytest.mark.slow
 def test_vae_trains_tests_and_samples(tmp_path, mnist_root, capsys):
     results = run(tmp_path, ["experiment=vae_mnist", "model.posterior=sylvester_h", "model.flow_length=2",
                              "model.latent_dim=8", "model.hidden=32", "eval.iw_samples=8", *SMALL])
@@ -108,6 +109,7 @@ def test_vae_trains_tests_and_samples(tmp_path, mnist_root, capsys):
                               "inpainting route"), err
 
 
+@pytest.mark.slow
 def test_maf_then_distillation_end_to_end(tmp_path, mnist_root, capsys):
     teacher = run(tmp_path / "maf", ["experiment=maf_mnist", "model.num_layers=2", "model.hidden=32", *SMALL])
     assert math.isfinite(teacher["test_bpd"])
@@ -162,6 +164,7 @@ def test_kl_weight_scales_only_the_kl_part_of_the_bound():
     assert torch.allclose(loss[0.5], (loss[0.0] + loss[1.0]) / 2, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_kl_warmup_ramps_the_weight_during_training(tmp_path, mnist_root):
     results = run(tmp_path, ["experiment=vae_mnist", "model.posterior=planar", "model.flow_length=1",
                              "model.latent_dim=4", "model.hidden=16", "eval.iw_samples=2", "module.kl_warmup_steps=4",

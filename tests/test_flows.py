@@ -135,7 +135,13 @@ def test_conv1x1_no_grad_cache_follows_every_change_of_the_weights(cls):
     with torch.no_grad():
         first = layer.mixing_matrix(False, torch.float32)
         assert layer.mixing_matrix(False, torch.float32) is first  # cached
-        assert torch.equal(layer.inverse(layer(x)[0])[0], layer.inverse(layer(x)[0])[0])
+        y_cached, logdet_cached = layer(x)
+        x_cached, logdet_inv_cached = layer.inverse(y_cached)
+    y_fresh, logdet_fresh = layer(x)  # grad enabled: W assembled afresh, no cache
+    torch.testing.assert_close(y_cached, y_fresh.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(logdet_cached, logdet_fresh.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(x_cached, x, rtol=0, atol=1e-5)  # the cached W^-1 inverts the cached W
+    torch.testing.assert_close(logdet_inv_cached, -logdet_cached, rtol=0, atol=0)
     optimizer = torch.optim.Adamax(layer.parameters(), lr=0.1)
     layer(x)[0].square().sum().backward()
     optimizer.step()

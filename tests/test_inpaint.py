@@ -39,13 +39,15 @@ def gaussian_flow(seed=0):
     return log_prob, mean.detach(), precision.detach()
 
 
-def test_mala_keeps_the_exact_gaussian_conditional():
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_mala_keeps_the_exact_gaussian_conditional(temperature):
+    """p^(1/T) of a Gaussian is the Gaussian with T times the covariance, the same mean."""
     log_prob, mean, precision = gaussian_flow()
     missing, observed = [1, 3], [0, 2]
     x_obs = torch.tensor([0.8, -0.4], dtype=torch.float64)
     lam_mm, lam_mo = precision[missing][:, missing], precision[missing][:, observed]
-    cond_cov = torch.linalg.inv(lam_mm)
-    cond_mean = mean[missing] - cond_cov @ lam_mo @ (x_obs - mean[observed])
+    cond_cov = temperature * torch.linalg.inv(lam_mm)
+    cond_mean = mean[missing] - torch.linalg.inv(lam_mm) @ lam_mo @ (x_obs - mean[observed])
 
     chains = 3000
     x0 = torch.zeros(chains, 4, 1, 1, dtype=torch.float64)
@@ -55,7 +57,8 @@ def test_mala_keeps_the_exact_gaussian_conditional():
     mask[:, missing] = 1
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        samples, acceptance = mala(log_prob, x0, mask, steps=400, step_size=0.3, bounds=None, generator=gen)
+        samples, acceptance = mala(log_prob, x0, mask, steps=400, step_size=0.3, bounds=None, generator=gen,
+                                   temperature=temperature)
     assert torch.equal(samples[:, observed, 0, 0], x0[:, observed, 0, 0])
     xm = samples[:, missing, 0, 0]
     sd = cond_cov.diagonal().sqrt()
@@ -234,6 +237,7 @@ def test_sample_py_inpaint_task(tmp_path, synthetic_folder, route):
         assert (row[1][hole] == 128).all()  # the masked image shows the hole grey
 
 
+@pytest.mark.slow
 def test_sample_py_inpaint_with_a_user_mask_png_keeps_the_users_observed_pixels(tmp_path, synthetic_folder):
     """python sample.py task=inpaint images=[a.png] mask_image=m.png: a 20x12 photo for a 16x16 model;
     completions written at 20x12, every observed pixel of the file unchanged, the hole filled."""

@@ -105,6 +105,7 @@ def test_an_older_checkpoint_that_does_not_fit_names_both_versions(tmp_path):
     assert "weights missing (first: top_prior" in message
 
 
+@pytest.mark.slow
 def test_train_py_writes_the_format_version(tmp_path):
     from tests.conftest import compose_train
     import train

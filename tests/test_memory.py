@@ -111,6 +111,7 @@ def test_inversion_drift_is_small_in_fp32():
     assert inversion_drift(model.levels[0], h) < 1e-4
 
 
+@pytest.mark.slow
 def test_twenty_training_steps_reach_the_same_loss(tmp_path, synthetic_folder):
     """20 Lightning steps (Adamax, warmup, clipping, non-finite guard) from the same seed: the final
     loss in invertible and checkpoint mode equals mode none's to 1e-3."""
@@ -141,6 +142,7 @@ def test_bad_memory_mode_is_one_line(tmp_path, capsys):
                    "use one of none, checkpoint, invertible"), err
 
 
+@pytest.mark.slow
 def test_ddp_averages_invertible_gradients(tmp_path):
     """2 CPU processes (gloo), DDP over a conditional Glow in invertible mode: each rank's gradients
     equal single-process plain autograd's on the whole batch (DDP's average of the two halves)."""
@@ -179,6 +181,7 @@ def test_a_checkpoint_resumes_under_another_memory_mode():
         check_model_config(saved, {"steps": 3, "memory": "invertible"}, "last.ckpt", ignore=RUNTIME_ARGUMENTS)
 
 
+@pytest.mark.slow
 def test_image_conditional_bf16_mixed_run_matches_mode_none(tmp_path, synthetic_folder):
     """c-Glow (the condition encoder trained through cond's gradient) under Lightning's bf16-mixed:
     6 steps in invertible mode end at mode none's loss (to 1e-3), with no skipped step."""

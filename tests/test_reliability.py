@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -76,8 +77,13 @@ def good_ckpt(tmp_path_factory) -> Path:
 
 
 class Payload:
+    """Unpickling it would run ``touch <marker>``: the marker must never appear."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("touch /tmp/glow_pwned",))
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
 def _bad_checkpoint(kind: str, good: Path, where: Path) -> Path:
@@ -87,7 +93,7 @@ def _bad_checkpoint(kind: str, good: Path, where: Path) -> Path:
     elif kind == "truncated":
         path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     elif kind == "poisoned":
-        torch.save({"state_dict": {}, "hyper_parameters": {"model_config": {}}, "x": Payload()}, path)
+        torch.save({"state_dict": {}, "hyper_parameters": {"model_config": {}}, "x": Payload(where / "pwned")}, path)
     elif kind == "foreign":
         torch.save({"weights": torch.zeros(3)}, path)
     return path
@@ -107,7 +113,7 @@ def test_bad_checkpoint_is_one_line_naming_the_file_and_writes_nothing(tmp_path,
     err = one_line_exit(capsys, train.run, compose_train(tmp_path / "run", overrides))
     assert str(path) in err and words in err, err
     assert not (tmp_path / "run" / "checkpoints").exists()
-    assert not Path("/tmp/glow_pwned").exists()
+    assert not (tmp_path / "pwned").exists()
     if kind != "mismatched":  # the API and the other entry points say the same
         with pytest.raises(CheckpointError, match="ckpt_path="):
             import glow
@@ -129,47 +135,97 @@ def test_crafted_callback_state_cannot_delete_files(tmp_path, good_ckpt):
 
 
 _WRITER = """
-import sys, torch
-from glow.checkpoints import atomic_save
-state = {"w": torch.randn(4_000_000)}
-while True:
-    atomic_save(state, sys.argv[1])
+import os, sys, time, torch
+import glow.checkpoints as checkpoints
+
+path, ready, phase = sys.argv[1:4]
+checkpoints.atomic_save({"version": torch.tensor(1), "w": torch.zeros(1000)}, path)  # the good, older one
+
+
+def stop_here():  # tell the parent where we are, then wait for its SIGKILL
+    with open(ready, "w") as f:
+        f.write(str(os.getpid()))
+    while True:
+        time.sleep(1)
+
+
+class HalfThenStop:  # the new checkpoint's bytes, half of them on disk, then the kill
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+    def write(self, data):
+        self.f.write(data[:len(data) // 2])
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        stop_here()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+if phase == "mid-write":
+    checkpoints.open = lambda *a, **k: HalfThenStop(open(*a, **k))
+else:  # "before-rename": the whole new file written and synced, not yet renamed over the old one
+    os.replace = lambda src, dst: stop_here()
+checkpoints.atomic_save({"version": torch.tensor(2), "w": torch.ones(2_000_000)}, path)
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tmpdir", ["/dev/shm", None])
-def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path, tmpdir):
+@pytest.mark.parametrize("phase,tmpdir", [("mid-write", "/dev/shm"), ("before-rename", None)])
+def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path, phase, tmpdir):
+    """A writer is SIGKILLed at a known point of atomic_save (it blocks there and says so): half-way
+    through writing the new file, or after writing it and before the rename. The old checkpoint is
+    whole and loads, the dead writer's temp file is what is left, and it is cleaned up as stale.
+    $TMPDIR on another filesystem (/dev/shm) changes nothing: the temp file is beside the checkpoint."""
     if tmpdir and not os.path.isdir(tmpdir):
         pytest.skip(f"{tmpdir} absent")
-    path = tmp_path / "ckpt" / "last.ckpt"
+    path, ready = tmp_path / "ckpt" / "last.ckpt", tmp_path / "ready"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": tmpdir or str(tmp_path)}
-    for delay in (2.5, 3.1):
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], env=env)
-        while not path.exists() and proc.poll() is None:
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(ready), phase], env=env)
+    try:
+        deadline = time.time() + 120
+        while not ready.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
-        time.sleep(delay - 2.4)
+        assert ready.exists(), f"the writer never reached the {phase} point (exit code {proc.poll()})"
+        (temp,) = [p for p in path.parent.iterdir() if p.name != "last.ckpt"]
+        assert temp.name == f".last.ckpt.{proc.pid}.tmp"
+        full_size = 2_000_000 * 4
+        assert (temp.stat().st_size < full_size) if phase == "mid-write" else (temp.stat().st_size > full_size)
+    finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert torch.load(path, weights_only=True)["w"].numel() == 4_000_000
-    remove_stale_temp_files(path.parent)
+    assert proc.returncode == -signal.SIGKILL
+    old = torch.load(path, weights_only=True)
+    assert old["version"] == 1 and torch.equal(old["w"], torch.zeros(1000))
+    assert [p.name for p in remove_stale_temp_files(path.parent)] == [temp.name]
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
 
 
-def test_failed_resume_does_not_overwrite_on_exception_checkpoint(tmp_path):
-    saved = []
-
+def test_on_exception_checkpoint_saves_after_progress_and_never_before(tmp_path):
+    """A failed resume must not overwrite a good on_exception.ckpt with an untrained one, and a run
+    that made progress must save it (tests/test_checkpoint_safety.py runs it in a real Trainer)."""
     class Trainer:
-        global_step = 41
+        def __init__(self, step):
+            self.global_step, self.saved = step, []
 
         def save_checkpoint(self, path, weights_only=None):
-            saved.append(path)
+            self.saved.append(path)
 
     callback = SafeOnExceptionCheckpoint(tmp_path)
-    callback.on_exception(Trainer(), None, RuntimeError("before training"))
-    callback.on_train_start(Trainer(), None)
-    callback.on_exception(Trainer(), None, RuntimeError("no step made since the resume"))
-    assert saved == []
+    before, at_start, after = Trainer(41), Trainer(41), Trainer(42)
+    callback.on_exception(before, None, RuntimeError("before training"))
+    callback.on_train_start(Trainer(41), None)
+    callback.on_exception(at_start, None, RuntimeError("no step made since the resume"))
+    callback.on_exception(after, None, RuntimeError("one step after the resume"))
+    assert before.saved == at_start.saved == []
+    assert after.saved == [str(tmp_path / "on_exception.ckpt")]
 
 
 # -- one run, one directory -----------------------------------------------------------------------
