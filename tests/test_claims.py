@@ -54,13 +54,13 @@ def test_module_bits_per_dim_depends_on_num_dims_and_n_bits(n_bits):
 
 def test_module_bits_per_dim_is_that_of_the_models_own_log_prob():
     """No mock: the module's evaluation figure is (-log p(y) + D log 2^n) / (D ln 2) of the live model's
-    log_prob on the batch dequantised with the evaluation stream's noise."""
+    log_prob on the batch dequantised with each image's own evaluation noise (keyed by its index)."""
     torch.manual_seed(0)
     module = DensityModule({**TINY, "image_shape": [3, 8, 8]}, n_bits=5)
     perturb(module.model, 0.05)
     images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     bpd = module.evaluate((images, torch.zeros(2, dtype=torch.long)), 4)["bpd"]
-    y = preprocess(images, 5, generator=module.noise_generator(1, 4))
+    y = torch.cat([preprocess(images[i:i + 1], 5, generator=module.image_generator(1, i)) for i in range(2)])
     with torch.no_grad():
         nats = module.model.log_prob(y).double()
     expected = (-nats + 192 * 5 * math.log(2)) / (192 * math.log(2))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from glow import Glow
+from glow.conditioning import make_condition
 from glow.density import ModelInputs, ObjectiveTerms
 from glow.exactness import condition_for, jacobian_logdet, layer_factories, perturb
 from glow.families import build_model
@@ -172,7 +173,7 @@ def _condition(preset, batch: int, shape):
     if preset.get("conditional") == "image":  # the observed pixels' bin centres and the hole
         images = torch.randint(0, 256, (batch, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(6))
         hole = make_mask("center", batch, shape[-2:]).double()
-        return Glow.make_condition(preprocess(images, 8, dequantize=False).double(), hole)
+        return make_condition(preprocess(images, 8, dequantize=False).double(), hole)
     return None
 
 
@@ -263,7 +264,7 @@ def test_evaluate_is_bits_per_dim_of_the_models_log_prob(n_bits):
     model = perturb(Glow((3, 4, 4), levels=2, steps=1, hidden_channels=4, conditional="image", cond_channels=4))
     images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
     hole = make_mask("center", 2, (4, 4))
-    cond = Glow.make_condition(preprocess(images, n_bits, dequantize=False), hole)
+    cond = make_condition(preprocess(images, n_bits, dequantize=False), hole)
     inputs = ModelInputs(images, torch.zeros(2, dtype=torch.long), n_bits, torch.Generator().manual_seed(1), cond, hole)
     figures = model.evaluate(inputs)
     x = preprocess(images, n_bits, generator=torch.Generator().manual_seed(1))
