@@ -45,6 +45,16 @@ def probe(path: str) -> Size | str:
         return f"{type(err).__name__}: {text}".rstrip(": ")
 
 
+def next_done(done: queue.SimpleQueue) -> int:
+    """The next finished index. Waits in short slices: the kernel may deliver Ctrl-C's signal to a worker
+    stuck in open(), and a main thread blocked for good would then never run Python's handler."""
+    while True:
+        try:
+            return done.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
 def map_in_daemon_threads(fn: Callable, items: Sequence, workers: int, tick: Callable[[], None] = lambda: None
                           ) -> list:
     """[fn(item) for item in items] in daemon threads: unlike a ThreadPoolExecutor, a thread stuck in a
@@ -70,7 +80,7 @@ def map_in_daemon_threads(fn: Callable, items: Sequence, workers: int, tick: Cal
     for _ in range(min(workers, len(items))):
         threading.Thread(target=work, daemon=True).start()
     for _ in range(len(items)):
-        i = done.get()  # interruptible: Ctrl-C raises KeyboardInterrupt here
+        i = next_done(done)
         if isinstance(results[i], BaseException):
             raise results[i]
         tick()
