@@ -7,20 +7,17 @@ peak memory is its own). Ratios within one run are what to quote: this machine i
     python scripts/benchmark.py suite=minimal                     # the peers' configs: L=3 K=8 h=128 and L=3 K=32 h=64, batch 64
     python scripts/benchmark.py suite=one model.memory=invertible model.steps=32 channels_last=false
     python scripts/benchmark.py suite=gpu device=cuda json=gpu.json   # the paper's CIFAR setting (scripts/gpu_benchmark.sh)
+    python scripts/benchmark.py suite=precision json=precision.json  # fp32 against bf16, interleaved in one process
 
 The loop is minimal on purpose (what peers' figures measure): our Glow, Adamax, random uint8 3x32x32
 batches dequantised by glow.quantize.preprocess, bits/dim loss, backward, step; no Lightning, no data
 loading. Each row: ``warmup`` steps, then ``iters`` timed steps.
 
-``activation_mem_mb``: on CPU the bytes autograd saves for backward in one forward
-(glow.activation_memory, storages deduplicated, parameters excluded); on CUDA the peak allocated
-during a step minus what was allocated before it (weights, gradients and optimiser state). The row's
-``activation_mem_method`` says which. ``tflops`` is one step's model FLOPs (torch.utils.flop_counter
-on a plain-autograd twin, recomputation not counted; see ``model_flops``) per second, on CPU and GPU.
-``gemm_tflops`` is a large square matrix product's rate in the same process, dtype and threads,
-measured right after the timed steps: ``of_gemm`` (tflops / gemm_tflops) is how close the step runs
-to what this machine's BLAS reaches, which bounds what any implementation of the same model can gain
-on it (docs/performance.md).
+``activation_mem_mb``: on CPU the bytes autograd saves for backward in one forward (glow.activation_memory,
+storages deduplicated, parameters excluded); on CUDA the peak allocated during a step minus what was
+allocated before it (``activation_mem_method`` says which). ``tflops``: one step's model FLOPs (``model_flops``)
+per second. ``of_gemm`` = tflops / ``gemm_tflops``, a large matrix product's rate in the same process, dtype and
+threads: how close the step runs to this machine's BLAS, which bounds any implementation (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -41,6 +38,7 @@ from glow.cli import parse_cli
 from glow.errors import exit_with_config_error
 from glow.flows import nets
 from glow.model import Glow
+from glow.precision_benchmark import measure_precisions
 from glow.quantize import bits_per_dim, preprocess
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -54,6 +52,7 @@ def _memory_rows(batch: int, width: int, depths=(8, 16, 32)) -> list[dict]:
 
 PEERS = [{"model.steps": 8, "model.hidden_channels": 128, "batch_size": 64},
          {"model.steps": 32, "model.hidden_channels": 64, "batch_size": 64}]
+MNIST_DEFAULT = {"model.steps": 8, "model.hidden_channels": 64, "model.affine_scale": "tanh", "image_shape": [1, 32, 32]}
 PAPER = {"device": "cuda", "precision": "bf16", "model.steps": 32, "model.hidden_channels": 512, "iters": 20,
          "warmup": 5}
 SUITES = {
@@ -65,6 +64,9 @@ SUITES = {
     + _memory_rows(16, 64, depths=(32,)),
     "ratio": _memory_rows(16, 64, depths=(32,)) + [PEERS[0], {**PEERS[0], "fold_actnorm": False}],  # quick
     "one": [{}],
+    # fp32 and bf16 alternating in one process (glow.precision_benchmark), two rows each: the peers' configs
+    # and the default MNIST run's model (conf/model/glow_small.yaml; MNIST is padded to 32x32)
+    "precision": [{**p, "precision": "interleaved"} for p in PEERS + [MNIST_DEFAULT]],
     "gpu": [{**PAPER, "batch_size": 64, "model.memory": m} for m in ("none", "checkpoint", "invertible")]
     + [{**PAPER, "batch_size": 64, "compile": True}, {**PAPER, "batch_size": 64, "channels_last": False},
        {**PAPER, "batch_size": 256, "model.memory": "invertible", "iters": 5}],
@@ -83,8 +85,7 @@ def build(cfg):
     return model, images
 
 
-def measure(cfg) -> dict:
-    """Runs in the child process: one row."""
+def measure(cfg) -> dict:  # in the child process: one row
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     nets.FOLD_ACTNORM = cfg.fold_actnorm  # false: the coupling nets' ActNorms as separate ops (the old step)
@@ -194,7 +195,7 @@ def run_row(cli: dict, row: dict) -> dict:
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
         return {"error": tail, **row}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # a row, or a list of rows
 
 
 def best(tries: list[dict]) -> dict:
@@ -216,10 +217,11 @@ def table(rows: list[dict]) -> str:
             continue
         tf = f"{r['tflops']:.3f}" if r.get("tflops") else "-"
         of_gemm = f"{r['of_gemm']:.0%}" if r.get("of_gemm") else "-"
+        mb, sampling, peak = (f"{r[k]:.0f}" if r.get(k) else "-" for k in ("activation_mem_mb",
+                                                                            "sampling_images_per_s", "peak_mem_mb"))
         lines.append(f"| {r['memory']} | {r['steps']} | {r['hidden_channels']} | {r['batch_size']} | {r['precision']} "
                      f"| {r['compile']} | {r['channels_last']} | {r.get('fold_actnorm', True)} | {r['images_per_s']:.1f} | {r['step_s']:.3f} "
-                     f"| {r['activation_mem_mb']:.1f} | {r['sampling_images_per_s']:.0f} | {tf} | {of_gemm} "
-                     f"| {r['peak_mem_mb']:.0f} |")
+                     f"| {mb} | {sampling} | {tf} | {of_gemm} | {peak} |")
     return "\n".join(lines)
 
 
@@ -254,14 +256,16 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     suites = {"suite=NAME": [(name, f"{len(rows)} row{'s' * (len(rows) > 1)}") for name, rows in SUITES.items()]}
     cli, cfg = parse_cli(DEFAULTS, "benchmark", CONF, choices=suites)  # --help; an unknown key: one line, exit 2
-    if cli.pop("_child", False):
-        print(json.dumps(measure(cfg)))
+    if cli.pop("_child", False):  # one row, or two for precision=interleaved
+        print(json.dumps(measure_precisions(cfg, build, model_flops, gemm_tflops) if cfg.precision == "interleaved"
+                         else measure(cfg)))
         return
     if cfg.plot_from:  # redraw from a saved run, no measuring
         plot(json.loads(Path(cfg.plot_from).read_text())["rows"], Path(cfg.plot or "activation_memory.png"))
         return
-    if cfg.suite not in SUITES:
-        exit_with_config_error(f"suite={cfg.suite!r} is not allowed: use one of {', '.join(SUITES)}")
+    for key, allowed in (("suite", tuple(SUITES)), ("precision", ("fp32", "bf16", "interleaved"))):
+        if cfg[key] not in allowed:
+            exit_with_config_error(f"{key}={cfg[key]!r} is not allowed: use one of {', '.join(allowed)}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         exit_with_config_error(f"device={cfg.device!r} is not allowed: CUDA is not available on this machine")
     flat = _flatten(OmegaConf.to_container(cli))
@@ -269,8 +273,9 @@ def main() -> None:
     for _ in range(cfg.repeats):
         runs.append([])
         for row in SUITES[cfg.suite]:
-            runs[-1].append(run_row(flat, row))
-            print(table([runs[-1][-1]]).splitlines()[-1], flush=True)
+            result = run_row(flat, row)
+            runs[-1].extend(result if isinstance(result, list) else [result])
+            print("\n".join(table(result if isinstance(result, list) else [result]).splitlines()[2:]), flush=True)
     rows = [best(list(tries)) for tries in zip(*runs)]
     print("\n" + table(rows))
     if cfg.json:
