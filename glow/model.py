@@ -150,6 +150,12 @@ class Glow(DensityModel):
     make_condition = staticmethod(make_condition)  # see glow.conditioning
 
     # -- the flow ---------------------------------------------------------------------------
+    def hole_prediction(self, cond: Tensor) -> Tensor:
+        """The hole predictor's image mu(c) [B, C, H, W] (c-Glow with model.hole_predictor=true)."""
+        if self.hole_predictor is None:
+            raise ValueError("this model has no hole predictor: build it with hole_predictor=True")
+        return self.hole_predictor(cond)
+
     def _hole_shift(self, cond: Tensor, outputs: dict | None) -> Tensor:
         """The hole shift m * mu(c): mu with its gradient stopped, since mu is fit by regression only
         (glow.hole_predictor); ``outputs``, when given, receives the live mu for that regression."""

@@ -26,6 +26,10 @@ def effective_sample_size(trace: Tensor) -> dict:
     if steps < 4:
         return {"lag1_autocorrelation": float("nan"), "tau": float("nan"), "ess_per_chain": float("nan"),
                 "steps": steps}
+    centred = trace.double() - trace.double().mean(0, keepdim=True)
+    if not bool((centred.abs() > 1e-12 * trace.double().abs().max().clamp_min(1e-300)).any()):
+        # no chain ever moved: one distinct draw per chain, perfectly correlated
+        return {"lag1_autocorrelation": 1.0, "tau": float(steps), "ess_per_chain": 1.0, "steps": steps}
     rho = autocorrelation(trace)
     tau, k = -1.0, 0
     while k + 1 < steps:  # Geyer: sum pairs rho[k] + rho[k+1] while they stay positive

@@ -36,10 +36,12 @@ class Route:
     temperature: float  # the default temperature
     steps: int          # the default sampler steps (0: one pass, no progress to show)
     summary: str
+    has_density: bool = False  # it has the hole's conditional density (scripts/evaluate_inpainting.py's hole_bpd)
 
 
 ROUTES = {
-    "cglow": Route(cglow_route, 0.8, 0, "one ancestral sample of an inpainting model (model.conditional=image)"),
+    "cglow": Route(cglow_route, 0.8, 0, "one ancestral sample of an inpainting model (model.conditional=image)",
+                   has_density=True),
     "latent": Route(latent_route, 1.0, 40, "annealed MALA on an unconditional Glow's latent draws"),
     "mcmc": Route(mcmc_route, 1.0, 300, "MALA in pixel space on the model's exact density"),
     "map": Route(map_route, 1.0, 0, "a MAP fill: gradient ascent on the model's exact density"),
