@@ -1,7 +1,7 @@
 """A small digit classifier, to ask whether inpainting completions are digits and which ones
 (scripts/train_digit_classifier.py trains it on MNIST train; scripts/evaluate_inpainting.py scores with it).
 
-Two conv blocks and a linear layer on uint8 images as the data module gives them (MNIST padded to
+Two conv blocks and a two-layer head on uint8 images as the data module gives them (MNIST padded to
 32x32). Its checkpoint is a plain dict of tensors and numbers, read with weights_only=True.
 
 ``agreement`` compares the classes of the completions with the true labels:
@@ -32,8 +32,8 @@ class DigitClassifier(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Linear(2 * width, classes)
+            nn.AdaptiveAvgPool2d(7))  # 7x7 whatever the image size (28 or 32)
+        self.head = nn.Sequential(nn.Linear(2 * width * 49, 128), nn.ReLU(), nn.Linear(128, classes))
 
     def forward(self, images: Tensor) -> Tensor:
         """uint8 (or [0, 255] float) images [B, C, H, W] -> logits [B, classes]."""

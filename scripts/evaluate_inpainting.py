@@ -22,7 +22,7 @@ The c-Glow sampling temperature (``inpaint_temperature=auto``, the default) is c
 VALIDATION split (``val_images`` images, grid ``temperature_grid``) by the lowest energy score, which
 rewards both closeness to the truth and spread (the mean completion's PSNR alone favours T -> 0), never
 on test; the sweep is in the results. The MCMC routes use T = 1 (the model's own conditional) unless a
-number is given. ``mcmc_steps`` may differ per route (``mcmc_steps={latent:40,mcmc:60}``).
+number is given. ``mcmc_steps`` may differ per route (``mcmc_steps={latent:80,mcmc:60}``).
 <run dir>/inpainting_<route>.png: per image, original | masked | n completions.
 """
 

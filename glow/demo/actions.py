@@ -22,6 +22,7 @@ from glow.quantize import preprocess, to_uint8
 from glow.sampling import blank_nonfinite, completions_uint8, inpaint, interpolate, reconstruction_pairs, sample
 from glow.errors import ConfigError
 from glow.sampling.batched import model_device
+from glow.sampling.diagnostics import describe
 from glow.sampling.tasks import check_fit
 
 Progress = Callable[[float, str], None]
@@ -145,7 +146,8 @@ def inpainting(session: DemoSession, image: Tensor, mask: Tensor, n, temperature
     on_cpu = dataclasses.replace(result, completions=result.completions.cpu())  # the input lives on the CPU
     filled = completions_uint8(on_cpu, image[None], mask[None].cpu(), model.n_bits)[0]
     masked = torch.where(mask.bool().expand_as(image), torch.full_like(image, 128), image)
-    rate = f", acceptance rate {result.acceptance_rate:.2f}" if result.acceptance_rate is not None else ""
+    rate = describe(result.acceptance_rate, result.stats)
+    rate = f"; sampler: {rate}" if rate else ""
     holes = int(mask.sum())
     return [to_display(c) for c in filled], to_display(masked), (
         f"{n} completions ({result.method}{rate}) of {holes} missing pixels; the other "

@@ -41,3 +41,15 @@ def effective_sample_size(trace: Tensor) -> dict:
     tau = max(tau, 1.0 / steps)
     return {"lag1_autocorrelation": rho[1].item(), "tau": tau, "ess_per_chain": min(steps / tau, float(steps)),
             "steps": steps}
+
+
+def describe(acceptance_rate: float | None, stats: dict) -> str:
+    """One phrase for a page or a summary: the sampler's acceptance, ESS and autocorrelation ('' for none)."""
+    if acceptance_rate is None:
+        return ""
+    parts = [f"acceptance rate {acceptance_rate:.2f}"]
+    if isinstance(stats.get("ess_per_chain"), float) and stats["ess_per_chain"] == stats["ess_per_chain"]:
+        parts.append(f"ESS {stats['ess_per_chain']:.1f} per chain over {stats.get('steps', '?')} steps")
+    if isinstance(stats.get("lag1_autocorrelation"), float):
+        parts.append(f"lag-1 autocorrelation {stats['lag1_autocorrelation']:.2f}")
+    return ", ".join(parts)

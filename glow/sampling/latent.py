@@ -35,9 +35,9 @@ INITS = ("sir", "fill", "prior")
 
 
 def schedule_for(steps: int, sigma: float = Schedule.sigma, step_size: float | None = None) -> Schedule:
-    """``steps`` split into warm-up (1/7), burn-in (3/7) and measured sampling (the rest)."""
-    warmup = max(1, round(steps / 7)) if steps >= 3 else 0
-    burn_in = round(steps * 3 / 7)
+    """``steps`` split as the default 80 are: warm-up 25, burn-in 25, measured sampling the rest."""
+    warmup = max(1, round(steps * 25 / 80)) if steps >= 3 else 0
+    burn_in = round(steps * 25 / 80)
     options = {} if step_size is None else {"step_size": step_size}
     return Schedule(warmup=warmup, burn_in=burn_in, sampling=steps - warmup - burn_in, sigma=sigma, **options)
 
@@ -84,7 +84,7 @@ def sir_start(decode: Decode, draws: Tensor, x_obs: Tensor, observed: Tensor, n:
     return draws[picks.to(draws.device)], sigma
 
 
-def latent_inpaint_samples(model, x_rep: Tensor, hole_rep: Tensor, steps: int = 70, temperature: float = 1.0,
+def latent_inpaint_samples(model, x_rep: Tensor, hole_rep: Tensor, steps: int = 80, temperature: float = 1.0,
                            init: str = "sir", schedule: Schedule | None = None, sir_draws: int = 128,
                            generator: torch.Generator | None = None,
                            progress: Callable[[int], None] | None = None) -> tuple[Tensor, dict]:

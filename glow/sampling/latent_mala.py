@@ -38,13 +38,13 @@ Decode = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class Schedule:
-    warmup: int = 10        # Adam steps with sigma annealed
-    burn_in: int = 30       # MALA steps adapting h and the preconditioner
+    warmup: int = 25        # Adam steps with sigma annealed
+    burn_in: int = 25       # MALA steps adapting h and the preconditioner
     sampling: int = 30      # MALA steps with the kernel frozen, measured
     sigma: float = 0.05     # the observation noise of the target (model units; pixels span 1)
     sigma_start: float = 0.2
     step_size: float = 0.5  # the initial h (in the preconditioned metric)
-    warmup_lr: float = 0.05
+    warmup_lr: float = 0.15
     target_accept: float = 0.6
 
     @property
