@@ -67,12 +67,25 @@ class HoleMixture:
         _, logdet, log_prior = self._encode(x, cond, component=winner, predictions=predictions)
         return log_prior + logdet + log_weights.gather(1, winner[:, None])[:, 0].to(logdet.dtype), mu, winner
 
-    def sample_components(self, cond: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
-        """k ~ pi(c), one per row of cond (None without a predictor)."""
+    def sample_components(self, cond: Tensor, generator: torch.Generator | None = None, group: int = 1
+                          ) -> Tensor | None:
+        """k ~ pi(c), one per row of cond (None without a predictor). ``group`` > 1: the rows come in groups
+        of that many with one condition (the n completions of an image), whose draws are stratified:
+        u_j = (sigma(j) + U) / group for a random permutation sigma and one U ~ U[0, 1) per group, then
+        k_j = the inverse CDF of pi at u_j. Each u_j is uniform, so every draw is still exactly k ~ pi(c),
+        but a group covers the components as evenly as their weights allow (fewer repeats)."""
         if self.hole_predictor is None:
             return None
         _, log_weights = self.hole_predictor(cond)
         if log_weights.shape[1] == 1:
             return torch.zeros(cond.shape[0], dtype=torch.long, device=cond.device)
-        draws = torch.multinomial(log_weights.float().exp().cpu(), 1, generator=generator)[:, 0]
+        weights = log_weights.float().exp().cpu()
+        rows = weights.shape[0]
+        if group <= 1 or rows % group:
+            return torch.multinomial(weights, 1, generator=generator)[:, 0].to(cond.device)
+        offsets = torch.rand(rows // group, 1, generator=generator).expand(-1, group)
+        strata = torch.stack([torch.randperm(group, generator=generator) for _ in range(rows // group)]).float()
+        u = ((strata + offsets) / group).reshape(rows, 1)
+        cdf = weights.cumsum(1)
+        draws = torch.searchsorted(cdf / cdf[:, -1:], u, right=True)[:, 0].clamp_max(weights.shape[1] - 1)
         return draws.to(cond.device)

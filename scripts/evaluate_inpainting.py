@@ -19,9 +19,8 @@ glow.sampling.gaussian_residual) the figures of glow.sampling.inpaint_scores:
   with classifier_ckpt=PATH (scripts/train_digit_classifier.py): classifier_agreement (completions
         classified as the true label), classifier_agreement_mean, classes_per_image
 The c-Glow sampling temperature (``inpaint_temperature=auto``, the default) is chosen on the
-VALIDATION split (``val_images`` images, grid ``temperature_grid``) by the lowest energy score, which
-rewards both closeness to the truth and spread (the mean completion's PSNR alone favours T -> 0), never
-on test; the sweep is in the results. The MCMC routes use T = 1 (the model's own conditional) unless a
+VALIDATION split (``val_images`` images, grid ``temperature_grid``) by the best PSNR of the best of n,
+which rewards both quality and spread (the mean completion's PSNR alone favours T -> 0), never on test; the sweep is in the results. The MCMC routes use T = 1 (the model's own conditional) unless a
 number is given. ``mcmc_steps`` may differ per route (``mcmc_steps={latent:80,mcmc:60}``).
 <run dir>/inpainting_<route>.png: per image, original | masked | n completions.
 """
@@ -50,7 +49,7 @@ from glow.quantize import preprocess
 from glow.sampling import load, save_grid
 from glow.sampling.hole_likelihood import BOUND, dequantised, gaussian_residual_baseline, model_hole_bpd
 from glow.sampling.inpaint import METHODS, ROUTES, completions_uint8, inpaint, pick_route
-from glow.sampling.inpaint_scores import baseline_fills, choose_by_energy_score, score
+from glow.sampling.inpaint_scores import baseline_fills, choose_by_best_of_n, score
 
 
 def all_images(dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,8 +111,8 @@ def make_hole_mask(cfg: DictConfig, images: torch.Tensor, seed: int) -> torch.Te
 
 
 def choose_temperature(model, val: torch.Tensor, method: str, cfg: DictConfig, device) -> tuple[float, dict]:
-    """The temperature of the grid whose completions of validation images have the lowest energy score
-    (glow.sampling.inpaint_scores: it rewards both closeness to the truth and spread)."""
+    """The temperature of the grid whose completions of validation images have the best PSNR of the best
+    of n (glow.sampling.inpaint_scores: it rewards both quality and spread)."""
     mask = make_hole_mask(cfg, val, cfg.seed + 1)
     sweep = {}
     for t in [float(t) for t in cfg.temperature_grid]:
@@ -121,7 +120,7 @@ def choose_temperature(model, val: torch.Tensor, method: str, cfg: DictConfig, d
         figures = score(completions, val, mask.expand_as(val.float()))
         sweep[str(t)] = {k: figures[k] for k in ("energy_score", "psnr_mean_completion", "psnr_best_of_n",
                                                   "diversity")}
-    return float(choose_by_energy_score(sweep)), sweep
+    return float(choose_by_best_of_n(sweep)), sweep
 
 
 def with_classifier(figures: dict, classifier, completions: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -190,7 +189,7 @@ def evaluate(cfg: DictConfig) -> dict:
             route["hole_bpd_is"] = BOUND
             model.to(device)
         if sweep is not None:
-            route["temperature_chosen_on"] = f"validation ({cfg.val_images} images), lowest energy score"
+            route["temperature_chosen_on"] = f"validation ({cfg.val_images} images), best PSNR of the best of n"
             route["validation_by_temperature"] = sweep
         results["routes"][method] = route
         k = min(cfg.grid_images, test.shape[0])

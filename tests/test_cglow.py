@@ -168,6 +168,12 @@ def test_hole_mixture_samples_components_by_their_weights_and_regresses_winner_t
     draws = model.sample_components(cond.expand(20000, -1, -1, -1), torch.Generator().manual_seed(0))
     frequencies = torch.bincount(draws, minlength=3).double() / 20000
     assert (frequencies - weights).abs().max() < 0.02, (frequencies, weights)
+    stratified = model.sample_components(cond.expand(20000, -1, -1, -1), torch.Generator().manual_seed(1), group=8)
+    for j in (0, 5):  # each completion of a group is still drawn by the weights ...
+        share = torch.bincount(stratified.view(-1, 8)[:, j], minlength=3).double() / 2500
+        assert (share - weights).abs().max() < 0.04, (share, weights)
+    counts = torch.stack([torch.bincount(g, minlength=3) for g in stratified.view(-1, 8)]).double()
+    assert ((counts - 8 * weights).abs() < 1 + 1e-9).all()  # ... and a group holds each within one of its share
     mu = torch.tensor([0.0, 0.1, 0.3], dtype=torch.float64).view(1, 3, 1, 1, 1).expand(1, 3, 1, 2, 2)
     x, hole = torch.full((1, 1, 2, 2), 0.12, dtype=torch.float64), torch.ones(1, 1, 2, 2)
     errors = hole_errors(mu, x, hole)[0]

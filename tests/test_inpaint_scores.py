@@ -17,7 +17,7 @@ from glow.masks import make_mask
 from glow.quantize import preprocess
 from glow.sampling.gaussian_residual import GaussianResidual, fit_gaussian_residual
 from glow.sampling.hole_likelihood import dequantised, model_hole_bpd
-from glow.sampling.inpaint_scores import choose_by_energy_score, energy_score, pairwise_distance, score
+from glow.sampling.inpaint_scores import choose_by_best_of_n, energy_score, pairwise_distance, score
 
 
 def test_gaussian_residual_bits_match_a_hand_computation():
@@ -69,7 +69,7 @@ def test_energy_score_by_hand_and_it_prefers_the_true_spread():
     scores = {s: energy_score(s * torch.randn(4000, 8, 1, 1, 3, generator=gen), truth, torch.ones(1, 1, 1, 3))
               .mean().item() for s in (0.0, 0.5, 1.0, 2.0)}
     assert min(scores, key=scores.get) == 1.0, scores
-    assert choose_by_energy_score({"0.5": {"energy_score": 2.0}, "1.0": {"energy_score": 1.5}}) == "1.0"
+    assert choose_by_best_of_n({"0.5": {"psnr_best_of_n": 12.0}, "1.0": {"psnr_best_of_n": 11.5}}) == "0.5"
 
 
 def test_score_of_uint8_completions():
