@@ -2,7 +2,8 @@
 
 * a class head (model.class_head, module.classifier_weight): Glow's ``bits_x + weight_y * bits_y``;
 * a hole predictor (model.hole_predictor, module.hole_regression_weight): c-Glow's flow on the residual
-  around mu(c), with mu(c) fit by squared error only (glow.hole_predictor).
+  around mu(c) (or a mixture over K hypotheses mu_k(c)), the hypotheses fit by squared error only
+  (glow.hole_predictor).
 
 log_prob and the reported bits/dim are unchanged by either.
 """
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from glow.density import ModelInputs
+from glow.hole_predictor import regression_loss
 from glow.quantize import bits_per_dim
 
 
@@ -28,10 +30,11 @@ def with_classifier(model, inputs: ModelInputs, weight: float) -> tuple[Tensor, 
 
 
 def with_hole_regression(model, inputs: ModelInputs, weight: float) -> tuple[Tensor, dict[str, Tensor]]:
-    """bits/dim + weight * the hole predictor's mean squared error over the hole, in model space."""
+    """bits/dim + weight * the hole predictor's squared error over the hole, in model space (relaxed
+    winner-takes-all over K hypotheses; glow.hole_predictor). With K > 1 the bits/dim are those of the
+    winner's component and its weight, an upper bound of the mixture's (glow.hole_mixture)."""
     x = inputs.x
-    log_prob, prediction = model.log_prob_and_hole_prediction(x, inputs.cond)
+    log_prob, hypotheses, winner = model.log_prob_and_hole_prediction(x, inputs.cond)
     bpd = bits_per_dim(inputs.bound(log_prob), model.num_dims, inputs.n_bits).mean().float()
-    hole = inputs.hole.to(x.dtype).expand_as(x)
-    mse = (((prediction.float() - x.float()) ** 2) * hole).sum() / hole.sum().clamp(min=1)
+    mse = regression_loss(hypotheses, x, inputs.hole, winner)
     return bpd + weight * mse, {"bpd": bpd, "hole_mse": mse}

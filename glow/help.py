@@ -179,6 +179,14 @@ PAGES = {
          "python scripts/demo.py ckpt_path=... host=0.0.0.0 auth=user:secret  # serve the network, with a password"),
         ("0 stopped (Ctrl-C)", CODES_UNEXPECTED, CODES_ONE_LINE),
         "demo", ("data",)),
+    "learning_curve": Page(
+        "scripts/learning_curve.py", "Test bits/dim at fixed steps for named variants over seeds, each a train.py "
+        "run;\n<output>.json, .csv and .png (mean over seeds, min-max band).",
+        ("python scripts/learning_curve.py  # the default, plain Glow and its ablations, 3 seeds",
+         "python scripts/learning_curve.py variants=[default,peer_budget] seeds=[0] max_steps=400 eval_steps=[200,400]",
+         "python scripts/learning_curve.py output=docs/learning_curve 'overrides=[\"module.lr=2e-3\"]'"),
+        ("0 every run finished; the curve written", CODES_UNEXPECTED, CODES_ONE_LINE),
+        "learning_curve"),
     "benchmark": Page(
         "scripts/benchmark.py", "Training speed, activation memory and sampling speed of Glow, one subprocess per "
         "row;\na Markdown table (and json=PATH). Ratios within one run are what to quote.",

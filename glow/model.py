@@ -31,6 +31,7 @@ from glow.flows.observed import ObservedAsNoise
 from glow.flows.squeeze import Squeeze
 from glow.glow_objectives import with_classifier, with_hole_regression
 from glow.glow_step import step_layers
+from glow.hole_mixture import HoleMixture
 from glow.hole_predictor import HolePredictor
 from glow.model_args import check_arguments
 from glow.priors import Split, TopPrior, gaussian_log_prob, gaussian_sample
@@ -42,7 +43,7 @@ def inpaint_routes(kind) -> tuple[str, ...]:
     return ("cglow",) if kind.image else ("latent", "mcmc", "map") if kind.name is None else ()
 
 
-class Glow(DensityModel):
+class Glow(HoleMixture, DensityModel):
     def __init__(self, image_shape: Sequence[int] = (3, 32, 32), levels: int = 3, steps: int = 32,
                  hidden_channels: int = 512, coupling: str = "affine", permutation: str = "conv_lu",
                  mask: str = "channel", actnorm: bool = True, learn_top: bool = True, final_scaling: bool = False,
@@ -52,14 +53,15 @@ class Glow(DensityModel):
                  pixel_actnorm: bool = False, affine_scale: str = "sigmoid", cond_encoder: str = "cnn",
                  conditional_layers: bool = False, observed_noise: str | bool = "none", memory: str = "none",
                  compile: bool = False, channels_last: bool = False, hole_predictor: bool = False,
-                 prior_log_std_bound: float | None = None):
+                 prior_log_std_bound: float | None = None, hole_hypotheses: int = 1, hole_features: bool = False):
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
         super().__init__(image_shape)
         kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask, conditional,
                                num_classes, class_head, affine_scale, cond_encoder, conditional_layers,
-                               observed_noise, memory, compile, channels_last, hole_predictor, prior_log_std_bound)
+                               observed_noise, memory, compile, channels_last, hole_predictor, prior_log_std_bound,
+                               hole_hypotheses, hole_features)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             size = h if h == w else f"{h}x{w}"  # the data's image size (data.image_size, or the data set's own)
@@ -73,13 +75,15 @@ class Glow(DensityModel):
         self.num_levels = levels
         classes = kind.num_classes
         encoder = UNetEncoder if cond_encoder == "unet" else ConditionEncoder
-        self.encoder = encoder(c + 1, levels, cond_channels) if kind.image else None
+        # the encoder sees (masked image, hole) and, with hole_features, a hypothesis of the hole (glow.hole_mixture)
+        self.encoder = encoder(c + 1 + c * hole_features, levels, cond_channels) if kind.image else None
         feature_channels = kind.feature_channels(cond_channels)
         # c-Glow: observed pixels become their own dequantisation noise (glow.flows.observed)
         observed_noise = {True: "uniform", False: "none"}.get(observed_noise, observed_noise)
         self.observed = ObservedAsNoise(c, distribution=observed_noise) if observed_noise != "none" else None
         # c-Glow: the hole is modelled as a residual around a prediction from the condition (glow.flows.hole_shift)
-        self.hole_predictor = HolePredictor(c, levels, cond_channels) if hole_predictor else None
+        self.hole_predictor = HolePredictor(c, levels, cond_channels, hole_hypotheses) if hole_predictor else None
+        self.hole_features = hole_features
         self.hole_shift = HoleShift() if hole_predictor else None
         self.n_bits = 8  # again, now that the observed-pixel layer that shares it exists
         # torch.compile of each level's flow, applied by compile_levels (DensityModule, the benchmark);
@@ -149,25 +153,19 @@ class Glow(DensityModel):
             self.observed.n_bits = int(value)
 
     # -- the flow ---------------------------------------------------------------------------
-    def _hole_shift(self, cond: Tensor, outputs: dict | None) -> Tensor:
-        """The hole shift m * mu(c): mu with its gradient stopped, since mu is fit by regression only
-        (glow.hole_predictor); ``outputs``, when given, receives the live mu for that regression."""
-        prediction = self.hole_predictor(cond)
-        if outputs is not None:
-            outputs["hole_prediction"] = prediction
-        return prediction.detach() * cond[:, -1:]  # cond's last channel is the hole mask (glow.conditioning)
-
-    def _encode(self, x: Tensor, cond: Tensor | None, priors: list | None = None, outputs: dict | None = None
-                ) -> tuple[list[Tensor], Tensor, Tensor]:
-        """(latents, logdet, log prior); ``priors``, when given, receives each latent's (mean, log_std),
-        and ``outputs`` the hole predictor's image (``"hole_prediction"``)."""
-        features, labels = self.kind.route(cond, self.encoder, self.num_levels)
+    def _encode(self, x: Tensor, cond: Tensor | None, priors: list | None = None, component: Tensor | None = None,
+                predictions: tuple[Tensor, Tensor] | None = None) -> tuple[list[Tensor], Tensor, Tensor]:
+        """(latents, logdet, log prior); ``priors``, when given, receives each latent's (mean, log_std).
+        ``component`` and ``predictions``: the hole mixture's component [B] and the predictor's output
+        (glow.hole_mixture; None: the most likely component, predicted here)."""
+        encoder_input, shift = self._hole_inputs(cond, component, predictions)
+        features, labels = self.kind.route(encoder_input, self.encoder, self.num_levels)
         zs, logdet, log_prior = [], zeros_logdet(x), zeros_logdet(x)
         h = x.contiguous(memory_format=self.memory_format)
         if self.observed is not None:
             h, logdet = self.observed(h, cond)
-        if self.hole_shift is not None:
-            h, _ = self.hole_shift(h, self._hole_shift(cond, outputs))
+        if shift is not None:
+            h, _ = self.hole_shift(h, shift)
         if self.pixel_norm is not None:
             h, pixel_logdet = self.pixel_norm(h)
             logdet = logdet + pixel_logdet
@@ -196,7 +194,9 @@ class Glow(DensityModel):
         return zs, logdet
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Natural-log density of x, shape [B]."""
+        """Natural-log density of x, shape [B] (a c-Glow with K > 1 hole hypotheses: their exact mixture)."""
+        if self.hole_hypotheses > 1:
+            return self._mixture_log_prob(x, cond)
         _, logdet, log_prior = self._encode(x, cond)
         return log_prior + logdet
 
@@ -207,12 +207,6 @@ class Glow(DensityModel):
         if self.hole_predictor is not None:
             return with_hole_regression(self, inputs, terms.hole_regression_weight)
         return super().objective(inputs, terms)
-
-    def log_prob_and_hole_prediction(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
-        """``log_prob(x, cond)`` and the hole predictor's image mu(c) (with its gradient), from one pass."""
-        outputs: dict = {}
-        _, logdet, log_prior = self._encode(x, cond, outputs=outputs)
-        return log_prior + logdet, outputs["hole_prediction"]
 
     def class_logits(self, top: Tensor) -> Tensor:
         """Class logits [B, num_classes] of the classification head from the top latent z_L [B, C, h, w]."""
@@ -226,7 +220,7 @@ class Glow(DensityModel):
         return log_prior + logdet, (self.class_logits(zs[-1]) if self.class_head is not None else None)
 
     def _decode(self, top: Tensor, latent_for_split: Callable[[int, Tensor, Tensor | None], Tensor],
-                features: list[Tensor | None], cond: Tensor | None = None) -> Tensor:
+                features: list[Tensor | None], cond: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
         h = top
         for level in reversed(range(self.num_levels)):
             if level < self.num_levels - 1:
@@ -235,8 +229,8 @@ class Glow(DensityModel):
             h, _ = self.squeeze.inverse(h)
         if self.pixel_norm is not None:
             h, _ = self.pixel_norm.inverse(h)
-        if self.hole_shift is not None:
-            h, _ = self.hole_shift.inverse(h, self._hole_shift(cond, None))
+        if shift is not None:
+            h, _ = self.hole_shift.inverse(h, shift)
         if self.observed is not None:
             h, _ = self.observed.inverse(h, cond)
         return h
@@ -245,8 +239,9 @@ class Glow(DensityModel):
         """Exact inverse of ``encode``: every latent is used as given, none resampled."""
         if len(zs) != self.num_levels:
             raise ValueError(f"decode needs {self.num_levels} latents (one per level), got {len(zs)}")
-        features, _ = self.kind.route(cond, self.encoder, self.num_levels)
-        return self._decode(zs[-1], lambda level, kept, feats: zs[level], features, cond)
+        encoder_input, shift = self._hole_inputs(cond)
+        features, _ = self.kind.route(encoder_input, self.encoder, self.num_levels)
+        return self._decode(zs[-1], lambda level, kept, feats: zs[level], features, cond, shift)
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, cond: Tensor | None = None,
@@ -269,18 +264,22 @@ class Glow(DensityModel):
         return [(z - mean.to(z.dtype)) / (temperature * torch.exp(log_std.to(z.dtype)))
                 for z, (mean, log_std) in zip(zs, priors)]
 
-    def decode_noise(self, noise: Sequence[Tensor], temperature: float = 1.0, cond: Tensor | None = None) -> Tensor:
+    def decode_noise(self, noise: Sequence[Tensor], temperature: float = 1.0, cond: Tensor | None = None,
+                     component: Tensor | None = None) -> Tensor:
         """The image of standard-normal draws (one per latent, finest first) at ``temperature``.
         Differentiable (``sample`` is this under no_grad): the latent-space inpainting sampler
         (glow.sampling.latent) runs MCMC on these draws, whose prior is N(0, I) for any Glow."""
         n = noise[-1].shape[0]
-        features, labels = self.kind.route(cond, self.encoder, self.num_levels)
+        if component is None and self.hole_hypotheses > 1:  # a c-Glow's hole mixture: k ~ pi(c) per sample
+            component = self.sample_components(cond)
+        encoder_input, shift = self._hole_inputs(cond, component)
+        features, labels = self.kind.route(encoder_input, self.encoder, self.num_levels)
         top = gaussian_sample(*self.top_prior.params(n, labels, features[-1]), temperature, noise[-1])
 
         def split_latent(level: int, kept: Tensor, feats: Tensor | None) -> Tensor:
             return gaussian_sample(*self.splits[level].prior.params(kept, labels, feats), temperature, noise[level])
 
-        return self._decode(top, split_latent, features, cond)
+        return self._decode(top, split_latent, features, cond, shift)
 
     @torch.no_grad()
     def initialize(self, x: Tensor, cond: Tensor | None = None) -> bool:

@@ -34,7 +34,8 @@ def _positive_int(name: str, value) -> None:
 
 def check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask, conditional,
                     num_classes, class_head, affine_scale, cond_encoder, conditional_layers, observed_noise,
-                    memory, compile, channels_last, hole_predictor, prior_log_std_bound) -> Kind:
+                    memory, compile, channels_last, hole_predictor, prior_log_std_bound, hole_hypotheses=1,
+                    hole_features=False) -> Kind:
     """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
                         ("spline_bins", spline_bins)]:
@@ -53,6 +54,12 @@ def check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permu
     kind = Kind.of(conditional, num_classes, class_head)
     _choice("observed_noise", observed_noise, OBSERVED_NOISE + (False, True))
     _choice("hole_predictor", hole_predictor, (False, True))
+    _positive_int("hole_hypotheses", hole_hypotheses)
+    _choice("hole_features", hole_features, (False, True))
+    if not hole_predictor and (hole_hypotheses != 1 or hole_features):
+        name, value = ("hole_hypotheses", hole_hypotheses) if hole_hypotheses != 1 else ("hole_features", hole_features)
+        raise ValueError(f"model.{name}={value!r} is not allowed with model.hole_predictor={hole_predictor!r}: "
+                         "it needs model.hole_predictor=true")
     for name, value in (("conditional_layers", conditional_layers), ("observed_noise", observed_noise),
                         ("hole_predictor", hole_predictor)):
         if value not in (False, "none") and not kind.image:

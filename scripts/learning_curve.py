@@ -28,6 +28,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from glow.cli import hydra_entry
 from glow.errors import exit_with_config_error
 from glow.run_config import settings_differ
 
@@ -140,4 +141,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "learning_curve", Path(__file__).resolve().parents[1] / "conf")  # --help; composition errors: one line

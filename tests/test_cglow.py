@@ -140,3 +140,65 @@ def test_full_cglow_keeps_observed_pixels_bit_exact(monkeypatch, observed_noise,
     assert (sampled[keep].int() - expected[keep].int()).abs().max() <= 1
     assert torch.equal(filled[keep], expected[keep])  # and after it, bit-exact
     assert torch.equal(filled[~keep], sampled[~keep]) and filled[~keep].float().std() > 0
+
+
+def _mixture_cglow(hypotheses: int = 2) -> Glow:
+    torch.manual_seed(0)
+    return perturb(Glow((1, 4, 4), levels=2, steps=1, hidden_channels=4, conditional="image", cond_channels=4,
+                        cond_encoder="unet", conditional_layers=True, observed_noise="gaussian", hole_predictor=True,
+                        hole_hypotheses=hypotheses, hole_features=True), 0.3).double().eval()
+
+
+def test_hole_mixture_log_prob_is_the_exact_mixture_of_its_components_by_brute_force():
+    """log p(x | c) = log sum_k pi_k p_k(x | c), each p_k written out as N(eps_k(x); 0, I) |det d eps_k / dx|
+    with eps_k the standardised latents of component k and the Jacobian by autograd in float64."""
+    model = _mixture_cglow()
+    images = torch.randint(0, 256, (2, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    hole = make_mask("center", 2, (4, 4))
+    x = preprocess(images, 8, generator=torch.Generator().manual_seed(2)).double()
+    cond = make_condition(preprocess(images, 8, dequantize=False).double(), hole.double())
+    mu, log_weights = model.hole_predictor(cond)
+    assert (mu[:, 0] - mu[:, 1]).abs().max() > 1e-3 and (log_weights.exp() - 0.5).abs().max() > 1e-3
+
+    def standardised(v: torch.Tensor, i: int, k: int) -> torch.Tensor:
+        priors: list = []
+        zs, _, _ = model._encode(v, cond[i:i + 1], priors, component=torch.tensor([k]))
+        return torch.cat([((z - m) / torch.exp(s)).flatten(1) for z, (m, s) in zip(zs, priors)], 1)
+
+    expected = []
+    for i in range(2):
+        parts = []
+        for k in range(2):
+            eps = standardised(x[i:i + 1], i, k)
+            log_normal = (-0.5 * eps ** 2 - 0.5 * math.log(2 * math.pi)).sum()
+            parts.append(log_weights[i, k] + log_normal + jacobian_logdet(lambda v: standardised(v, i, k), x[i:i + 1])[0])
+        expected.append(torch.logsumexp(torch.stack(parts), 0))
+    with torch.no_grad():
+        assert torch.allclose(model.log_prob(x, cond), torch.stack(expected), atol=1e-8, rtol=0)
+        bound, hypotheses, winner = model.log_prob_and_hole_prediction(x, cond)
+        assert (bound <= model.log_prob(x, cond) + 1e-10).all() and hypotheses.shape == (2, 2, 1, 4, 4)
+        zs, _ = model.encode(x, cond)
+        assert (model.decode(zs, cond) - x).abs().max() < 1e-10  # the most likely component's bijection
+
+
+def test_hole_mixture_samples_components_by_their_weights_and_regresses_winner_takes_all():
+    from glow.hole_predictor import RELAX, hole_errors, regression_loss
+
+    model = _mixture_cglow(3)
+    cond = make_condition(torch.zeros(1, 1, 4, 4, dtype=torch.float64), make_mask("center", 1, (4, 4)).double())
+    weights = model.hole_predictor(cond)[1].exp()[0]
+    draws = model.sample_components(cond.expand(20000, -1, -1, -1), torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(draws, minlength=3).double() / 20000
+    assert (frequencies - weights).abs().max() < 0.02, (frequencies, weights)
+    stratified = model.sample_components(cond.expand(20000, -1, -1, -1), torch.Generator().manual_seed(1), group=8)
+    for j in (0, 5):  # each completion of a group is still drawn by the weights ...
+        share = torch.bincount(stratified.view(-1, 8)[:, j], minlength=3).double() / 2500
+        assert (share - weights).abs().max() < 0.04, (share, weights)
+    counts = torch.stack([torch.bincount(g, minlength=3) for g in stratified.view(-1, 8)]).double()
+    assert ((counts - 8 * weights).abs() < 1 + 1e-9).all()  # ... and a group holds each within one of its share
+    mu = torch.tensor([0.0, 0.1, 0.3], dtype=torch.float64).view(1, 3, 1, 1, 1).expand(1, 3, 1, 2, 2)
+    x, hole = torch.full((1, 1, 2, 2), 0.12, dtype=torch.float64), torch.ones(1, 1, 2, 2)
+    errors = hole_errors(mu, x, hole)[0]
+    assert torch.allclose(errors, torch.tensor([0.0144, 0.0004, 0.0324], dtype=torch.float64))
+    loss = regression_loss(mu, x, hole, errors.argmin().view(1))
+    assert loss.item() == pytest.approx((1 - RELAX) * 0.0004 + RELAX * (0.0144 + 0.0324) / 2)

@@ -215,7 +215,8 @@ def test_maf_checkpoints_are_sized_on_the_meta_device_too():
 # ----------------------------------------------------------------------------- each Hydra entry point, in process
 
 HYDRA_SCRIPTS = {"train": "train.py", "sample": "sample.py", "evaluate": "scripts/evaluate.py",
-                 "evaluate_inpainting": "scripts/evaluate_inpainting.py", "demo": "scripts/demo.py"}
+                 "evaluate_inpainting": "scripts/evaluate_inpainting.py", "demo": "scripts/demo.py",
+                 "learning_curve": "scripts/learning_curve.py"}
 
 
 def run_entry(name: str, argv: list[str], monkeypatch) -> int:

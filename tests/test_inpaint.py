@@ -176,13 +176,14 @@ def test_inpainting_end_to_end_from_a_trained_checkpoint(tmp_path, synthetic_fol
 
     data = ["data=imagefolder", f"data.path={synthetic_folder}", "data.image_size=16"]
     extra = ["model.conditional=image", "model.cond_channels=8", "model.cond_encoder=unet",
-             "model.conditional_layers=true"] if route == "cglow" else []
+             "model.conditional_layers=true", "model.observed_noise=uniform",
+             "model.hole_predictor=true"] if route == "cglow" else []
     trained = train.run(compose_train(tmp_path / "run", data + extra + ["trainer.max_steps=6"]))  # not beside the images
     methods = "method=cglow" if route == "cglow" else "method=[latent,mcmc]"  # one results file for both
     results, out = _evaluate_inpainting(tmp_path, trained["last_checkpoint"],
                                         data + ["n_images=4", "n=3", "mcmc_steps=10", "mask_size=6", "batch_size=2",
                                                 methods, "val_images=2", "temperature_grid=[0.5,1.0]",
-                                                f"json={tmp_path / 'results.json'}"])
+                                                "gaussian_fit_images=8", f"json={tmp_path / 'results.json'}"])
     assert json.loads((tmp_path / "results.json").read_text()) == results
     routes = [route] if route == "cglow" else ["latent", "mcmc"]
     assert list(results["routes"]) == routes and results["hole_pixels"] == 36
@@ -195,8 +196,13 @@ def test_inpainting_end_to_end_from_a_trained_checkpoint(tmp_path, synthetic_fol
         assert results["routes"][name]["diversity"] > 0
         assert (out / f"inpainting_{name}.png").is_file()
     if route == "cglow":
-        assert "hole_bpd_upper_bound" in results["routes"]["cglow"]
-        assert results["routes"]["cglow"]["temperature_chosen_on"].startswith("validation")
+        cglow, gaussian = results["routes"]["cglow"], results["baselines"]["gaussian_residual"]
+        for figures in (cglow, gaussian):
+            assert math.isfinite(figures["hole_bpd"]) and figures["hole_bpd_is"].startswith("upper bound")
+        assert gaussian["observed_max_abs_change"] == 0
+        assert cglow["temperature_chosen_on"].startswith("validation")
+        chosen = max(cglow["validation_by_temperature"].items(), key=lambda kv: kv[1]["psnr_best_of_n"])[0]
+        assert float(chosen) == cglow["temperature"]
     else:
         assert 0 <= results["routes"]["latent"]["acceptance_rate"] <= 1
         assert "ess_per_chain" in results["routes"]["latent"]

@@ -142,7 +142,8 @@ def test_cglow_samples_put_the_observed_pixels_in_their_bins(monkeypatch, observ
 
 def test_latent_sampler_fits_the_observed_pixels_with_the_model():
     """The latent route's G(eps) (the model's image of its final draws, recorded before the paste-back)
-    matches the input's observed pixels to a few quantisation levels after the default 40 steps."""
+    matches the input's observed pixels to the target's observation noise sigma = 0.05 (an exact draw has
+    mean |error| = sigma sqrt(2/pi) = 0.04 there), after the default steps; the model's unconditioned samples miss by 0.46 here."""
     model = tiny().eval()
     images, x, mask = images_and_hole()
     decoded, original = [], model.decode_noise
@@ -157,6 +158,6 @@ def test_latent_sampler_fits_the_observed_pixels_with_the_model():
     g = decoded[-1].clamp(-0.5, 0.5).view(2, 3, 1, 8, 8)
     observed = (mask == 0).expand(2, 1, 8, 8).unsqueeze(1).expand_as(g)
     error = (g - x.unsqueeze(1).expand_as(g))[observed].abs()
-    assert error.mean() < 0.03 and result.stats["obs_rmse"] < 0.05, (error.mean(), result.stats["obs_rmse"])
+    assert error.mean() < 0.05 and result.stats["obs_rmse"] < 0.075, (error.mean(), result.stats["obs_rmse"])
     hole = ~observed
     assert torch.equal(result.completions[hole], g[hole])

@@ -23,6 +23,7 @@ from glow.sampling import blank_nonfinite, completions_uint8, inpaint, interpola
 from glow.config import MAX_SEED
 from glow.errors import ConfigError
 from glow.sampling.batched import model_device
+from glow.sampling.diagnostics import describe
 from glow.sampling.tasks import check_fit
 
 Progress = Callable[[float, str], None]
@@ -147,7 +148,8 @@ def inpainting(session: DemoSession, image: Tensor, mask: Tensor, n, temperature
     on_cpu = dataclasses.replace(result, completions=result.completions.cpu())  # the input lives on the CPU
     filled = completions_uint8(on_cpu, image[None], mask[None].cpu(), model.n_bits)[0]
     masked = torch.where(mask.bool().expand_as(image), torch.full_like(image, 128), image)
-    rate = f", acceptance rate {result.acceptance_rate:.2f}" if result.acceptance_rate is not None else ""
+    rate = describe(result.acceptance_rate, result.stats)
+    rate = f"; sampler: {rate}" if rate else ""
     holes = int(mask.sum())
     return [to_display(c) for c in filled], to_display(masked), (
         f"{n} completions ({result.method}{rate}) of {holes} missing pixels; the other "

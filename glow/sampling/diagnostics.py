@@ -26,6 +26,10 @@ def effective_sample_size(trace: Tensor) -> dict:
     if steps < 4:
         return {"lag1_autocorrelation": float("nan"), "tau": float("nan"), "ess_per_chain": float("nan"),
                 "steps": steps}
+    centred = trace.double() - trace.double().mean(0, keepdim=True)
+    if not bool((centred.abs() > 1e-12 * trace.double().abs().max().clamp_min(1e-300)).any()):
+        # no chain ever moved: one distinct draw per chain, perfectly correlated
+        return {"lag1_autocorrelation": 1.0, "tau": float(steps), "ess_per_chain": 1.0, "steps": steps}
     rho = autocorrelation(trace)
     tau, k = -1.0, 0
     while k + 1 < steps:  # Geyer: sum pairs rho[k] + rho[k+1] while they stay positive
@@ -37,3 +41,15 @@ def effective_sample_size(trace: Tensor) -> dict:
     tau = max(tau, 1.0 / steps)
     return {"lag1_autocorrelation": rho[1].item(), "tau": tau, "ess_per_chain": min(steps / tau, float(steps)),
             "steps": steps}
+
+
+def describe(acceptance_rate: float | None, stats: dict) -> str:
+    """One phrase for a page or a summary: the sampler's acceptance, ESS and autocorrelation ('' for none)."""
+    if acceptance_rate is None:
+        return ""
+    parts = [f"acceptance rate {acceptance_rate:.2f}"]
+    if isinstance(stats.get("ess_per_chain"), float) and stats["ess_per_chain"] == stats["ess_per_chain"]:
+        parts.append(f"ESS {stats['ess_per_chain']:.1f} per chain over {stats.get('steps', '?')} steps")
+    if isinstance(stats.get("lag1_autocorrelation"), float):
+        parts.append(f"lag-1 autocorrelation {stats['lag1_autocorrelation']:.2f}")
+    return ", ".join(parts)

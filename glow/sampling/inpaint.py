@@ -4,7 +4,7 @@
 ``capabilities.inpaint_routes`` (glow.density), best first, and ``method=auto`` takes the first:
 
     cglow   a model trained with conditional=image samples p(x | x_obs, mask) directly (cglow_route.py)
-    latent  annealed MALA on an unconditional Glow's standard-normal draws (latent.py)
+    latent  adaptive, preconditioned MALA on an unconditional Glow's standard-normal draws (latent.py)
     mcmc    MALA in pixel space on any exact, differentiable density: Glow, MAF (pixel_mcmc.py)
     map     a MAP fill by projected gradient ascent on the same density (pixel_mcmc.py)
 
@@ -36,11 +36,13 @@ class Route:
     temperature: float  # the default temperature
     steps: int          # the default sampler steps (0: one pass, no progress to show)
     summary: str
+    has_density: bool = False  # it has the hole's conditional density (scripts/evaluate_inpainting.py's hole_bpd)
 
 
 ROUTES = {
-    "cglow": Route(cglow_route, 0.8, 0, "one ancestral sample of an inpainting model (model.conditional=image)"),
-    "latent": Route(latent_route, 1.0, 40, "annealed MALA on an unconditional Glow's latent draws"),
+    "cglow": Route(cglow_route, 0.8, 0, "one ancestral sample of an inpainting model (model.conditional=image)",
+                   has_density=True),
+    "latent": Route(latent_route, 1.0, 80, "adaptive, preconditioned MALA on an unconditional Glow's latent draws"),
     "mcmc": Route(mcmc_route, 1.0, 300, "MALA in pixel space on the model's exact density"),
     "map": Route(map_route, 1.0, 0, "a MAP fill: gradient ascent on the model's exact density"),
 }

@@ -12,6 +12,7 @@ from glow.errors import fail
 from glow.masks import make_mask
 from glow.quantize import preprocess
 from glow.sampling.batched import model_device
+from glow.sampling.diagnostics import describe
 from glow.sampling.inpaint import InpaintOptions, completions_uint8, inpaint, pick_route, planned_steps
 from glow.sampling.task_inputs import read_user_image, real_images
 from glow.sampling.user_mask import read_mask, save_completions, to_model_size, to_original_size
@@ -61,7 +62,8 @@ def task_inpaint(cfg, model, n, generator):
     masked = torch.where(mask.expand_as(x_uint8).bool(), torch.full_like(x_uint8, 128), x_uint8)
     rows = torch.cat([x_uint8.unsqueeze(1), masked.unsqueeze(1), filled], 1).flatten(0, 1)
     images = preprocess(rows, model.n_bits, dequantize=False)
-    rate = f", MCMC acceptance rate {result.acceptance_rate:.2f}" if result.acceptance_rate is not None else ""
+    rate = describe(result.acceptance_rate, result.stats)
+    rate = f", MCMC {rate}" if rate else ""
     where = f"; {len(written)} completions at the original size in {written[0].parent}" if written else ""
     return images, n + 2, (f"{x_uint8.shape[0]} rows of original | masked | {n} completions "
                            f"({result.method}, mask={cfg.mask_image if user_mask else cfg.mask}{rate}{where})")
