@@ -49,6 +49,7 @@ from glow.errors import ConfigError, exit_with_config_error, unwrap
 from glow.families import complete_config, defaults
 from glow.model_args import RUNTIME_ARGUMENTS
 from glow.preempt import PreemptionCheckpoint
+from glow.precision import resolve_precision
 from glow import rundir
 from glow.resume import check_resume_hparams, resumed_config, save_effective_config
 from glow.run_config import RunConfigRecord
@@ -94,7 +95,10 @@ def build(cfg: DictConfig):
                               f"ModelCheckpoint (it restores file paths from the checkpoint and deletes them)")
     callbacks += [PreemptionCheckpoint(checkpoint_dir), RunConfigRecord(cfg.data)]
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[checkpoint_io])
+    precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    if why and rundir.is_rank_zero():
+        print(why, flush=True)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[checkpoint_io], precision=precision)
     return datamodule, module, trainer
 
 
@@ -196,6 +200,7 @@ def fit_and_test(cfg: DictConfig, datamodule, module, trainer: L.Trainer, preemp
         raise SystemExit(preemption.exit_code)
     save_final_checkpoint(trainer)
     results = {"steps": trainer.global_step, "wall_time_s": round(fit_seconds, 1), "data": datamodule.source,
+               "precision": str(trainer.precision),
                "nonfinite_steps": int(module.nonfinite_steps), "rollbacks": module.divergence.rollbacks}
     if cfg.test_after_fit:
         metrics = trainer.test(module, datamodule=datamodule, verbose=False)

@@ -22,7 +22,7 @@ from glow.presets import check_hydra_run
 from glow.sampling.interpolate import INTERPOLATION_MODES
 from glow.sampling.tasks import TASKS
 
-PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+PRECISIONS = ("auto", "32-true", "32", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")  # auto: glow.precision
 MAX_SEED = 2 ** 32 - 1  # Lightning's seed range: beyond it seed_everything picks a random seed and only warns
 GPU_ACCELERATORS = ("gpu", "cuda")
 EXAMPLES = {"data.path": "<folder of images> (<path>/<class>/<image>, or <path>/train/... and test/...)",

@@ -1,8 +1,8 @@
 """``scripts/benchmark.py suite=precision``: fp32 against bf16-mixed training steps of one Glow config, in ONE
 process with the steps interleaved (fp32, bf16, fp32, ...), so both see the same machine state and their
 ratio is what to quote. Each precision's rate is also given as a fraction of the same dtype's large-GEMM
-rate, measured in the same process right after the steps. Sampling is timed the same way (batches
-alternating), and ``reconstruction_error`` is max |x - inverse(forward(x))| of a batch in that precision:
+rate, measured in the same process right after the steps. Sampling (256 images at T = 0.7) is timed the
+same way (batches alternating), and ``reconstruction_error`` is max |x - inverse(forward(x))| of a batch in that precision:
 what bf16 costs the flow's exactness.
 
     python scripts/benchmark.py suite=precision json=precision.json
@@ -74,18 +74,21 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+SAMPLING_BATCH, SAMPLING_TEMPERATURE = 256, 0.7
+
+
 @torch.no_grad()
 def _sampling_rates(model: Glow, twin: Glow, images: torch.Tensor, cfg) -> dict[str, float]:
-    """Images per second of model.sample at T=1, the precisions' batches alternating."""
+    """Images per second of model.sample(256, T=0.7), the precisions' batches alternating."""
     nets = {"fp32": model.eval(), "bf16": twin.eval()}
     seconds = {p: 0.0 for p in PRECISIONS}
     for round_ in range(1 + cfg.sample_batches):  # round 0 warms up
         for p in PRECISIONS:
             start = time.perf_counter()
             with _autocast(images.device, p):
-                nets[p].sample(cfg.batch_size)
+                nets[p].sample(SAMPLING_BATCH, temperature=SAMPLING_TEMPERATURE)
             seconds[p] += (time.perf_counter() - start) * (round_ > 0)
-    return {p: cfg.sample_batches * cfg.batch_size / seconds[p] for p in PRECISIONS}
+    return {p: cfg.sample_batches * SAMPLING_BATCH / seconds[p] for p in PRECISIONS}
 
 
 @torch.no_grad()
