@@ -53,7 +53,8 @@ class Glow(HoleMixture, DensityModel):
                  pixel_actnorm: bool = False, affine_scale: str = "sigmoid", cond_encoder: str = "cnn",
                  conditional_layers: bool = False, observed_noise: str | bool = "none", memory: str = "none",
                  compile: bool = False, channels_last: bool = False, hole_predictor: bool = False,
-                 prior_log_std_bound: float | None = None, hole_hypotheses: int = 1, hole_features: bool = False):
+                 prior_log_std_bound: float | None = None, hole_hypotheses: int = 1, hole_features: bool = False,
+                 coupling_input_bound: float | None = None):
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ValueError(f"model.image_shape={image_shape!r} is not allowed: use (channels, height, width)")
@@ -61,7 +62,7 @@ class Glow(HoleMixture, DensityModel):
         kind = check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask, conditional,
                                num_classes, class_head, affine_scale, cond_encoder, conditional_layers,
                                observed_noise, memory, compile, channels_last, hole_predictor, prior_log_std_bound,
-                               hole_hypotheses, hole_features)
+                               hole_hypotheses, hole_features, coupling_input_bound)
         c, h, w = image_shape
         if h % 2 ** levels or w % 2 ** levels:
             size = h if h == w else f"{h}x{w}"  # the data's image size (data.image_size, or the data set's own)
@@ -104,7 +105,8 @@ class Glow(HoleMixture, DensityModel):
                 layers += step_layers(channels, step, hidden_channels, coupling, mask, actnorm, permutation,
                                       conditional_layers, feature_channels, seed=seed + 1000 * level + step,
                                       spline_bins=spline_bins, spline_tail_bound=spline_tail_bound,
-                                      inner_actnorm=inner_actnorm, affine_scale=affine_scale)
+                                      inner_actnorm=inner_actnorm, affine_scale=affine_scale,
+                                      input_bound=coupling_input_bound)
             layers_per_step = len(layers) // steps  # the unit model.memory=checkpoint wraps
             if level == levels - 1:
                 if final_scaling:

@@ -35,7 +35,7 @@ def _positive_int(name: str, value) -> None:
 def check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permutation, mask, conditional,
                     num_classes, class_head, affine_scale, cond_encoder, conditional_layers, observed_noise,
                     memory, compile, channels_last, hole_predictor, prior_log_std_bound, hole_hypotheses=1,
-                    hole_features=False) -> Kind:
+                    hole_features=False, coupling_input_bound=None) -> Kind:
     """The argument checks of Glow that need no image: one-line ValueErrors naming ``model.<arg>``."""
     for name, value in [("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
                         ("spline_bins", spline_bins)]:
@@ -46,10 +46,10 @@ def check_arguments(levels, steps, hidden_channels, spline_bins, coupling, permu
     _choice("conditional_layers", conditional_layers, (False, True))
     _choice("memory", memory, MEMORY_MODES)
     _choice("compile", compile, (False, True))
-    bound = prior_log_std_bound
-    if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound < 80):
-        raise ValueError(f"model.prior_log_std_bound={bound!r} is not allowed: use a number in (0, 80), or null "
-                         f"(Glow: unbounded)")
+    for name, bound in (("prior_log_std_bound", prior_log_std_bound), ("coupling_input_bound", coupling_input_bound)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound < 80):
+            raise ValueError(f"model.{name}={bound!r} is not allowed: use a number in (0, 80), or null "
+                             f"(Glow: unbounded)")
     _choice("channels_last", channels_last, (False, True))
     kind = Kind.of(conditional, num_classes, class_head)
     _choice("observed_noise", observed_noise, OBSERVED_NOISE + (False, True))

@@ -95,6 +95,36 @@ def test_a_missing_or_empty_ckpt_path_is_one_line(name, given, capsys):
     assert len(err.splitlines()) == 1 and err.startswith("config error: ckpt_path=") and "is not allowed" in err
 
 
+def _bad_checkpoint(tmp_path: Path, kind: str) -> Path:
+    """An empty file, or a real checkpoint whose weight has a tampered shape."""
+    from glow.checkpoints import atomic_save
+    from glow.module import DensityModule
+
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "empty":
+        path.write_bytes(b"")
+        return path
+    module = DensityModule({"levels": 2, "steps": 1, "hidden_channels": 4, "image_shape": [1, 8, 8]})
+    state = module.state_dict()
+    name = next(k for k in state if k.endswith("top_prior.conv.weight") or "top_prior" in k)
+    state[name] = torch.zeros(*state[name].shape[:-1], state[name].shape[-1] + 3)  # one dimension grown by 3
+    atomic_save({"state_dict": state, "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["evaluate", "evaluate_inpainting", "sample"])
+@pytest.mark.parametrize("kind, words", [("empty", "is empty (0 bytes)"), ("tampered", "does not rebuild a model")])
+def test_a_bad_checkpoint_is_one_line_naming_it_in_every_script(name, kind, words, tmp_path, capsys):
+    path = _bad_checkpoint(tmp_path, kind)
+    cfg = compose_script(name, [f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'out'}"])
+    run = sample.run if name == "sample" else script(name).evaluate
+    with pytest.raises(SystemExit) as info:
+        run(cfg)
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("config error: ") and str(path) in err and words in err, err
+
+
 # -- end to end: runs trained by the command line --------------------------------------------------------
 def env() -> dict:
     return {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -50,7 +50,7 @@ def checkerboard(height: int, width: int, parity: int, device=None, dtype=None) 
 class Coupling(Flow):
     def __init__(self, channels: int, hidden_channels: int, transform: str = "affine", mask: str = "channel",
                  parity: int = 0, cond_channels: int = 0, spline_bins: int = 8, spline_tail_bound: float = 3.0,
-                 inner_actnorm: bool = True, affine_scale: str = "sigmoid"):
+                 inner_actnorm: bool = True, affine_scale: str = "sigmoid", input_bound: float | None = None):
         super().__init__()
         check_coupling_arguments(transform, mask, affine_scale)
         if mask == "channel" and channels < 2:
@@ -62,7 +62,7 @@ class Coupling(Flow):
         transformed = channels - self.split if mask == "channel" else channels
         conditioner = self.split if mask == "channel" else channels
         self.net = CouplingNet(conditioner, transformed * self.transform.params_per_dim, hidden_channels,
-                               cond_channels, inner_actnorm)
+                               cond_channels, inner_actnorm, input_bound)
 
     def _params(self, params: Tensor, xb: Tensor) -> Tensor:
         """The network's output as [B, C, P, H, W] in xb's dtype: the network may run under autocast; the

@@ -124,12 +124,15 @@ class CouplingNet(nn.Module):
 
     An optional condition feature map (same height and width) is concatenated to the input.
     ``inner_actnorm=False`` gives biased hidden convs without ActNorm (the ablation).
+    ``input_bound`` B (model.coupling_input_bound; not Glow): the network sees B tanh(x / B), so on an input
+    far outside the training range it never extrapolates (a ReLU network's output grows linearly with its
+    input; a saturated expanding scale then compounds through the couplings, see docs/training.md).
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int, cond_channels: int = 0,
-                 inner_actnorm: bool = True):
+                 inner_actnorm: bool = True, input_bound: float | None = None):
         super().__init__()
-        self.cond_channels = cond_channels
+        self.cond_channels, self.input_bound = cond_channels, input_bound
         self.hidden = nn.Sequential(
             _ActNormConv(in_channels + cond_channels, hidden_channels, 3, inner_actnorm),
             _ActNormConv(hidden_channels, hidden_channels, 1, inner_actnorm),
@@ -137,6 +140,8 @@ class CouplingNet(nn.Module):
         self.out = ZeroConv2d(hidden_channels, out_channels)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        if self.input_bound is not None:
+            x = self.input_bound * torch.tanh(x / self.input_bound)
         if self.cond_channels:
             if cond is None:
                 raise ValueError("this coupling network is conditional: pass the condition features as cond")
