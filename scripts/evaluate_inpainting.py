@@ -50,10 +50,11 @@ from glow.masks import MASK_KINDS, make_mask
 from glow.quantize import preprocess
 from glow.run_config import use_run_data
 from glow.rundir import register_resolver
-from glow.sampling import load, save_grid
+from glow.sampling import save_grid
 from glow.sampling.hole_likelihood import BOUND, dequantised, gaussian_residual_baseline, model_hole_bpd
 from glow.sampling.inpaint import METHODS, ROUTES, completions_uint8, inpaint, pick_route
 from glow.sampling.inpaint_scores import baseline_fills, choose_by_best_of_n, score
+from glow.sampling.load import rebuild
 
 register_resolver()  # ${unique_id:} in conf/evaluate_inpainting.yaml's hydra.run.dir
 
@@ -154,14 +155,17 @@ def evaluate(cfg: DictConfig) -> dict:
         t = cfg.inpaint_temperature
         if t is not None and t != "auto" and (not isinstance(t, (int, float)) or t < 0):
             raise ConfigError(f"inpaint_temperature={t!r} is not allowed: use auto, null or a number >= 0")
-        use_run_data(cfg, cfg.ckpt_path, read_checkpoint(cfg.ckpt_path))  # the run's data, data.* given here on top
+        checkpoint = read_checkpoint(cfg.ckpt_path)
+        use_run_data(cfg, cfg.ckpt_path, checkpoint)  # the run's data, data.* given here on top
+        model = rebuild(checkpoint, cfg.ckpt_path, use_ema=cfg.ema)  # a checkpoint that does not fit: one line
+        del checkpoint
         classifier = load_classifier(cfg.classifier_ckpt) if cfg.classifier_ckpt else None
         datamodule = instantiate(cfg.data)
     except (ConfigError, ValueError) as err:
         exit_with_config_error(err)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
-    model = load(cfg.ckpt_path, use_ema=cfg.ema).to(device)
+    model = model.to(device)
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.setup("test")
