@@ -1,5 +1,5 @@
 """Fault drill: attack train.py as an attacker or an unlucky user would, with tiny models, and
-print a Markdown table of attack / outcome / passed (about 10 minutes on 2 CPU cores).
+print a Markdown table of attack / outcome / passed (10-20 minutes on 2 CPU cores).
 
     python scripts/fault_drill.py                       # table on stdout
     python scripts/fault_drill.py json=drill.json       # also a JSON list of {"attack", "outcome", "passed"}
