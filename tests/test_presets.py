@@ -46,9 +46,9 @@ def test_glow_preset_is_the_papers_size():
     ("cifar10_glow", dict(levels=3, steps=32, hidden_channels=512, coupling="affine")),
     ("mnist_class", dict(levels=4, steps=4, conditional="class", class_head=True)),
     ("inpaint_mnist", dict(levels=3, steps=8, conditional="image", cond_encoder="unet", conditional_layers=True,
-                           observed_noise="uniform", hole_predictor=True)),
+                           observed_noise="gaussian", hole_predictor=True, hole_hypotheses=8)),
     ("inpaint_cifar10", dict(levels=3, steps=8, conditional="image", cond_encoder="unet", conditional_layers=True,
-                             observed_noise="uniform", hole_predictor=True)),
+                             observed_noise="gaussian", hole_predictor=True, hole_hypotheses=8)),
     ("celeba64_additive_5bit", dict(coupling="additive")),
 ])
 def test_experiments_compose_to_their_model(experiment, expected):
