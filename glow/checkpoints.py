@@ -22,6 +22,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
 from glow.errors import CheckpointError
+from glow.runlock import process_alive
 
 # ".<name>.ckpt.<pid>.tmp": the pid lets a later run tell a dead writer's leftovers from a live one's;
 # only a checkpoint's temp files are ever removed.
@@ -86,15 +87,8 @@ def remove_stale_temp_files(directory: str | Path) -> list[Path]:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # our own leftovers can only be from an earlier, failed write
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # our own leftovers can only be from an earlier, failed write
+    return pid != os.getpid() and process_alive(pid)
 
 
 def inside(path: str | Path, root: str | Path) -> bool:

@@ -47,7 +47,8 @@ def _owner_of(text: str) -> tuple[int | None, str]:
     return pid, (parts[1] if len(parts) > 1 else "")
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -85,7 +86,7 @@ def holder(directory: str | Path) -> str | None:
             except OSError:
                 pass  # no flock here: the pid file says
         pid, host = _owner_of(text)
-        alive = pid is not None and pid != os.getpid() and host == socket.gethostname() and _alive(pid)
+        alive = pid is not None and pid != os.getpid() and host == socket.gethostname() and process_alive(pid)
         return _describe(text) if alive else None
     finally:
         os.close(fd)
@@ -114,7 +115,7 @@ def acquire(directory: str | Path) -> RunLock:
                     raise
         if not flocked:
             pid, host = _owner_of(text)
-            if pid is not None and pid != os.getpid() and host == socket.gethostname() and _alive(pid):
+            if pid is not None and pid != os.getpid() and host == socket.gethostname() and process_alive(pid):
                 raise LockHeld(_describe(text))
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
